@@ -1,0 +1,660 @@
+"""Compiled core of cmlp: the forward pass, delta backpropagation and SGD.
+
+Everything here works on flat, C-ordered buffers that ``network.py`` allocates
+once and views as per-layer arrays:
+
+``params`` (and ``grads``, same layout)
+    for each layer ``l``: ``W`` of shape ``(n_out, n_in)`` row-major, then
+    ``b`` of shape ``(n_out,)`` -- the order and shapes of ``torch.nn.Linear``.
+``A`` (activations of one batch of ``n`` samples)
+    ``A^(0)`` (the input, ``(n, sizes[0])``), then ``A^(1)`` ... ``A^(L)``.
+``D`` (deltas of the same batch)
+    ``delta^(1)`` ``(n, sizes[1])`` ... ``delta^(L)``: ``delta = dLoss/dZ`` of
+    the *batch* loss, so the ``1/n`` of the batch mean is inside the deltas and
+    the gradients are plain sums: ``dW = delta^T A_prev``, ``db = sum(delta)``.
+
+The module has three layers. ``cdef inline`` scalar helpers and ``nogil``
+kernels over typed memoryviews (one fused float32/float64 type) do the maths;
+:class:`Engine` owns the buffers, checks every input with the GIL held, and
+only then enters the kernels with the GIL released. No kernel allocates, and
+none is reachable with an unchecked shape.
+
+Matrix products go through a row-major ``_gemm``: hand-written loops for the
+tiny layers where a BLAS call costs more than the work, and
+``scipy.linalg.cython_blas`` (no link-time BLAS dependency) beyond that.
+"""
+from cython cimport floating
+from cpython.pythread cimport (
+    NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
+    PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
+)
+from libc.math cimport exp, expf, log, tanh, tanhf
+from libc.string cimport memcpy
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cimport numpy as cnp
+import numpy as np
+
+from cmlp._validation import as_output, as_samples, as_targets, check_learning_rate
+
+cnp.import_array()
+
+# Codes shared with network.py; the names are the public spelling.
+cdef enum:
+    IDENTITY = 0
+    SIGMOID = 1
+    TANH = 2
+    RELU = 3
+    SOFTMAX = 4
+
+cdef enum:
+    MSE = 0
+    HALF_SSE = 1
+    BCE = 2
+    CROSS_ENTROPY = 3
+
+ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
+               "relu": RELU, "softmax": SOFTMAX}
+LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
+          "cross_entropy": CROSS_ENTROPY}
+
+# Below this many multiply-adds a product is done by hand: the BLAS call and
+# its argument checks cost more than the arithmetic.
+cdef Py_ssize_t BLAS_MIN_WORK = 4096
+# PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
+# large finite loss instead of inf; we do the same to give the same numbers.
+cdef double BCE_LOG_FLOOR = -100.0
+
+
+# ---------------------------------------------------------------------------
+# Scalar helpers
+# ---------------------------------------------------------------------------
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    # Branch on the sign so that exp() only ever sees a non-positive argument:
+    # no overflow for any z, and NaN still propagates. Computed in the
+    # network's own precision, as PyTorch does, so float32 results agree.
+    cdef floating one = 1, e  # a typed 1: a literal would promote float32 to double
+    if z >= 0:
+        return one / (one + _exp(-z))
+    e = _exp(z)
+    return e / (one + e)
+
+
+cdef inline floating _relu(floating z) noexcept nogil:
+    # "z < 0" rather than "z > 0" so that NaN passes through, as np.maximum does.
+    return 0 if z < 0 else z
+
+
+cdef inline double _clamped_log(double x) noexcept nogil:
+    cdef double v = log(x) if x > 0 else BCE_LOG_FLOOR
+    return v if v > BCE_LOG_FLOOR else BCE_LOG_FLOOR
+
+
+# ---------------------------------------------------------------------------
+# Row-major matrix product: C(M, N) = op(A) @ op(B)
+# ---------------------------------------------------------------------------
+
+cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                floating[::1] A, Py_ssize_t a0, floating[::1] B, Py_ssize_t b0,
+                floating[::1] C, Py_ssize_t c0) noexcept nogil:
+    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major."""
+    cdef Py_ssize_t i, j, k
+    cdef Py_ssize_t a_row = 1 if trans_a else K
+    cdef Py_ssize_t a_col = M if trans_a else 1
+    cdef Py_ssize_t b_row = 1 if trans_b else N
+    cdef Py_ssize_t b_col = K if trans_b else 1
+    cdef floating s
+    if M == 0 or N == 0:
+        return
+    if M * N * K < BLAS_MIN_WORK or K == 0:
+        for i in range(M):
+            for j in range(N):
+                s = 0
+                for k in range(K):
+                    s = s + A[a0 + i * a_row + k * a_col] * B[b0 + k * b_row + j * b_col]
+                C[c0 + i * N + j] = s
+        return
+    _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+
+
+cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     floating* A, floating* B, floating* C) noexcept nogil:
+    # A row-major matrix is its transpose in Fortran order, so the row-major
+    # C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: swap the operands.
+    cdef char* tb = b"T" if trans_b else b"N"
+    cdef char* ta = b"T" if trans_a else b"N"
+    cdef int m = <int>N, n = <int>M, k = <int>K
+    cdef int ldb = <int>(K if trans_b else N)
+    cdef int lda = <int>(M if trans_a else K)
+    cdef int ldc = <int>N
+    cdef floating one = 1, zero = 0
+    if floating is float:
+        sgemm(tb, ta, &m, &n, &k, &one, B, &ldb, A, &lda, &zero, C, &ldc)
+    else:
+        dgemm(tb, ta, &m, &n, &k, &one, B, &ldb, A, &lda, &zero, C, &ldc)
+
+
+# ---------------------------------------------------------------------------
+# Activations: forward in place, and their derivative taken from the output
+# ---------------------------------------------------------------------------
+
+cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
+                                 floating[::1] params, Py_ssize_t b0,
+                                 Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """INOUT Z (n, m): Z <- f(Z + b), one fused pass."""
+    cdef Py_ssize_t i, j, r
+    for i in range(n):
+        r = z0 + i * m
+        if code == SIGMOID:
+            for j in range(m):
+                Z[r + j] = _sigmoid(Z[r + j] + params[b0 + j])
+        elif code == TANH:
+            for j in range(m):
+                Z[r + j] = _tanh(Z[r + j] + params[b0 + j])
+        elif code == RELU:
+            for j in range(m):
+                Z[r + j] = _relu(Z[r + j] + params[b0 + j])
+        else:
+            for j in range(m):
+                Z[r + j] = Z[r + j] + params[b0 + j]
+            if code == SOFTMAX:
+                _softmax_row(Z, r, m)
+
+
+cdef void _softmax_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
+    # Subtract the row maximum first: exp() then never overflows.
+    cdef Py_ssize_t j
+    cdef double top = Z[r], total = 0
+    for j in range(1, m):
+        if Z[r + j] > top:
+            top = Z[r + j]
+    for j in range(m):
+        Z[r + j] = <floating>exp(Z[r + j] - top)
+        total += Z[r + j]
+    for j in range(m):
+        Z[r + j] = <floating>(Z[r + j] / total)
+
+
+cdef void _backprop_activation(int code, floating[::1] A, Py_ssize_t a0,
+                               floating[::1] D, Py_ssize_t d0,
+                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """INOUT D (n, m): dL/dA -> dL/dZ, using only the layer's output A.
+
+    sigmoid' = a(1 - a), tanh' = 1 - a^2, relu' = [a > 0]; softmax couples a
+    row, so its Jacobian-vector product is d_j <- a_j (d_j - sum_k d_k a_k).
+    """
+    cdef Py_ssize_t i, j, s = n * m
+    cdef double dot
+    cdef floating a, one = 1
+    if code == SIGMOID:
+        for i in range(s):
+            a = A[a0 + i]
+            D[d0 + i] = D[d0 + i] * a * (one - a)
+    elif code == TANH:
+        for i in range(s):
+            a = A[a0 + i]
+            D[d0 + i] = D[d0 + i] * (one - a * a)
+    elif code == RELU:
+        for i in range(s):
+            if not A[a0 + i] > 0:
+                D[d0 + i] = 0
+    elif code == SOFTMAX:
+        for i in range(n):
+            dot = 0
+            for j in range(m):
+                dot += D[d0 + i * m + j] * A[a0 + i * m + j]
+            for j in range(m):
+                D[d0 + i * m + j] = <floating>(A[a0 + i * m + j] * (D[d0 + i * m + j] - dot))
+
+
+# ---------------------------------------------------------------------------
+# The network: forward, the output delta (the loss), delta backpropagation, SGD
+# ---------------------------------------------------------------------------
+
+cdef void _forward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                   floating[::1] params, floating[::1] A,
+                   floating[::1] Z, bint keep_logits) noexcept nogil:
+    """INOUT A: reads A^(0), writes A^(1) .. A^(L).
+
+    With keep_logits (a softmax output), the output layer's z is also copied
+    into Z (n, k): cross-entropy needs z itself for its log-sum-exp, as
+    softmax(z) may have underflowed to 0.
+    """
+    cdef Py_ssize_t L = codes.shape[0], l, i, n_in, n_out
+    cdef Py_ssize_t w0 = 0, a_prev = 0, a_next
+    for l in range(L):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        a_next = a_prev + n * n_in
+        # Z = A_prev W^T + b ; A = f(Z)
+        _gemm(False, True, n, n_out, n_in, A, a_prev, params, w0, A, a_next)
+        if keep_logits and l == L - 1:
+            _add_bias_and_activate(IDENTITY, A, a_next, params, w0 + n_out * n_in, n, n_out)
+            memcpy(&Z[0], &A[a_next], n * n_out * sizeof(floating))
+            for i in range(n):
+                _softmax_row(A, a_next + i * n_out, n_out)
+        else:
+            _add_bias_and_activate(codes[l], A, a_next, params, w0 + n_out * n_in, n, n_out)
+        w0 += n_out * (n_in + 1)
+        a_prev = a_next
+
+
+cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
+                          const floating[:, ::1] Y, floating[::1] D, Py_ssize_t d0,
+                          floating[::1] Z, int code, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """OUT D (n, k) = dL/dZ of the output layer; returns the loss L.
+
+    Where each 1/n lives (n samples, k outputs, a = A^(L), y = Y):
+
+    ============== =============================== ===========================
+    loss           L                               output delta dL/dz
+    ============== =============================== ===========================
+    mse            sum (a - y)^2 / (n k)           2 (a - y) / (n k) * f'(a)
+    half_sse       sum 1/2 (a - y)^2 / n           (a - y) / n * f'(a)
+    bce            -sum [y log a + (1 - y)         (a - y) / (n k)
+                   log(1 - a)] / (n k)
+    cross_entropy  -sum y log softmax(z) / n       (a sum(y) - y) / n
+    ============== =============================== ===========================
+
+    For bce (sigmoid output) and cross_entropy (softmax output, its z in Z)
+    the delta is taken straight from a - y, never through f'(a): exact where
+    f'(a) has underflowed to 0.
+    """
+    cdef Py_ssize_t i, j, r
+    cdef double total = 0, e, top, lse, y_sum
+    cdef double scale
+    if loss == MSE or loss == HALF_SSE:
+        scale = 2.0 / (n * k) if loss == MSE else 1.0 / n
+        for i in range(n):
+            for j in range(k):
+                e = A[a0 + i * k + j] - Y[i, j]
+                total += e * e
+                D[d0 + i * k + j] = <floating>(scale * e)
+        _backprop_activation(code, A, a0, D, d0, n, k)
+        return total * scale / 2
+    if loss == BCE:
+        scale = 1.0 / (n * k)
+        for i in range(n):
+            for j in range(k):
+                e = A[a0 + i * k + j]
+                total -= (Y[i, j] * _clamped_log(e) + (1 - Y[i, j]) * _clamped_log(1 - e))
+                D[d0 + i * k + j] = <floating>(scale * (e - Y[i, j]))
+        return total * scale
+    # CROSS_ENTROPY: log softmax(z) = z - logsumexp(z), from the kept z.
+    for i in range(n):
+        r = i * k
+        top = Z[r]
+        for j in range(1, k):
+            if Z[r + j] > top:
+                top = Z[r + j]
+        lse = 0
+        y_sum = 0
+        for j in range(k):
+            lse += exp(Z[r + j] - top)
+            y_sum += Y[i, j]
+        lse = top + log(lse)
+        for j in range(k):
+            if Y[i, j] != 0:  # 0 * log(0) counts as 0, as for one-hot targets
+                total += Y[i, j] * (lse - Z[r + j])
+            D[d0 + r + j] = <floating>((A[a0 + r + j] * y_sum - Y[i, j]) / n)
+    return total / n
+
+
+cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                    floating[::1] params, floating[::1] grads,
+                    floating[::1] A, floating[::1] D) noexcept nogil:
+    """IN A, the output delta (end of D); OUT grads and the hidden deltas.
+
+    For each layer from the output down:
+        dW = delta^T A_prev,   db = sum over samples of delta,
+        delta_prev = (delta W) * f'(A_prev).
+    """
+    cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
+    cdef Py_ssize_t w0 = params.shape[0], a_prev = A.shape[0], d0 = D.shape[0]
+    a_prev -= n * sizes[L]
+    for l in range(L - 1, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        w0 -= n_out * (n_in + 1)
+        a_prev -= n * n_in
+        d0 -= n * n_out
+        _gemm(True, False, n_out, n_in, n, D, d0, A, a_prev, grads, w0)
+        _column_sums(D, d0, n, n_out, grads, w0 + n_out * n_in)
+        if l > 0:
+            _gemm(False, False, n, n_in, n_out, D, d0, params, w0, D, d0 - n * n_in)
+            _backprop_activation(codes[l - 1], A, a_prev, D, d0 - n * n_in, n, n_in)
+
+
+cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
+                       floating[::1] out, Py_ssize_t o0) noexcept nogil:
+    """OUT out[o0:o0+m] = sum over the n rows of D (n, m)."""
+    cdef Py_ssize_t i, j
+    for j in range(m):
+        out[o0 + j] = 0
+    for i in range(n):
+        for j in range(m):
+            out[o0 + j] += D[d0 + i * m + j]
+
+
+cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr) noexcept nogil:
+    """INOUT params <- params - lr * grads, one pass over the flat buffer."""
+    cdef Py_ssize_t i
+    for i in range(params.shape[0]):
+        params[i] -= lr * grads[i]
+
+
+cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                        floating[::1] params, floating[::1] grads,
+                        floating[::1] A, floating[::1] D, floating[::1] Z,
+                        const floating[:, ::1] Y, int loss, floating lr) noexcept nogil:
+    """One SGD step: forward (A^(0) already in A), loss, backward, update."""
+    _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
+    cdef double value = _loss_and_backward(sizes, codes, n, params, grads, A, D, Z, Y, loss)
+    _sgd(params, grads, lr)
+    return value
+
+
+cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                               Py_ssize_t n, floating[::1] params, floating[::1] grads,
+                               floating[::1] A, floating[::1] D, floating[::1] Z,
+                               const floating[:, ::1] Y, int loss) noexcept nogil:
+    """Loss and all gradients from the activations of the last forward pass."""
+    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
+    cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
+                                      Z, codes[L - 1], n, k)
+    _backward(sizes, codes, n, params, grads, A, D)
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Engine: the buffers of one network, and the checked doors into the kernels
+# ---------------------------------------------------------------------------
+
+cdef class Engine:
+    """Buffers and compiled passes of one network; :class:`cmlp.MLP` wraps it.
+
+    Owns the flat ``params`` and ``grads`` buffers and the work buffers of the
+    last batch size seen (reallocated only when the batch size changes, so a
+    training loop allocates nothing after its first step). Every method
+    checks and casts its inputs with the GIL held, then runs the kernels with
+    the GIL released. A lock makes concurrent calls on one Engine take turns,
+    so threads sharing a model never see half-updated buffers.
+    """
+    cdef readonly object dtype
+    cdef readonly object params, grads
+    cdef readonly object activations_buffer, deltas_buffer
+    cdef readonly Py_ssize_t batch_size
+    cdef readonly bint has_forward
+    cdef bint _single   # the last kept forward pass was given one sample, 1-D
+    cdef object _logits_buffer, _predict_buffer
+    cdef Py_ssize_t[::1] _sizes
+    cdef int[::1] _codes
+    cdef int _typenum
+    cdef bint _double
+    cdef Py_ssize_t _n_in, _n_out, _width_sum
+    cdef double[::1] _p64, _g64, _A64, _D64, _Z64
+    cdef float[::1] _p32, _g32, _A32, _D32, _Z32
+    cdef PyThread_type_lock _lock
+
+    def __cinit__(self, sizes, codes, dtype):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError("could not allocate a lock")
+
+    def __init__(self, sizes, codes, dtype):
+        """Engine(sizes, codes, dtype): sizes and activation codes already checked."""
+        self._sizes = np.array(sizes, dtype=np.intp)
+        self._codes = np.array(codes, dtype=np.intc)
+        self.dtype = np.dtype(dtype)
+        self._double = self.dtype == np.float64
+        self._typenum = self.dtype.num
+        self._n_in = self._sizes[0]
+        self._n_out = self._sizes[self._sizes.shape[0] - 1]
+        self._width_sum = int(np.sum(self._sizes))
+        sizes_list = [int(s) for s in sizes]
+        n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
+        self.params = np.zeros(n_params, dtype=self.dtype)
+        self.grads = np.zeros(n_params, dtype=self.dtype)
+        if self._double:
+            self._p64 = self.params
+            self._g64 = self.grads
+        else:
+            self._p32 = self.params
+            self._g32 = self.grads
+        self._resize(0)
+        self._predict_buffer = self.activations_buffer
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    # -- buffers --------------------------------------------------------------
+
+    cdef _resize(self, Py_ssize_t n):
+        """Allocate the work buffers for batches of n samples."""
+        n_logits = n * self._n_out if self._codes[self._codes.shape[0] - 1] == SOFTMAX else 0
+        self.activations_buffer = np.zeros(n * self._width_sum, dtype=self.dtype)
+        self.deltas_buffer = np.zeros(n * (self._width_sum - self._n_in), dtype=self.dtype)
+        self._logits_buffer = np.zeros(n_logits, dtype=self.dtype)
+        if self._double:
+            self._A64 = self.activations_buffer
+            self._D64 = self.deltas_buffer
+            self._Z64 = self._logits_buffer
+        else:
+            self._A32 = self.activations_buffer
+            self._D32 = self.deltas_buffer
+            self._Z32 = self._logits_buffer
+        self.batch_size = n
+        self.has_forward = False
+
+    cdef inline bint _is_ready_matrix(self, object M):
+        """M can go to the kernels as it is: a 2-D, C-contiguous, aligned,
+        native-byte-order ndarray of the network's dtype (else it is copied)."""
+        return (cnp.PyArray_CheckExact(M)
+                and cnp.PyArray_TYPE(M) == self._typenum
+                and cnp.PyArray_NDIM(M) == 2
+                and cnp.PyArray_IS_C_CONTIGUOUS(M)
+                and cnp.PyArray_ISBEHAVED_RO(M))
+
+    cdef object _load_input(self, object X, bint* single):
+        """Return X as a checked (n, n_in) array; single: X was one sample."""
+        single[0] = False
+        if (self._is_ready_matrix(X)
+                and cnp.PyArray_DIM(X, 1) == self._n_in):
+            return X
+        X, single[0] = as_samples(X, self._n_in, self.dtype)
+        return X
+
+    cdef object _load_targets(self, object Y, Py_ssize_t n, bint single, int loss):
+        """Return Y as a checked (n, n_out) array of the network's dtype."""
+        if (self._is_ready_matrix(Y)
+                and cnp.PyArray_DIM(Y, 0) == n
+                and cnp.PyArray_DIM(Y, 1) == self._n_out):
+            return Y
+        return as_targets(Y, n, self._n_out, self.dtype, single, loss == CROSS_ENTROPY)
+
+    cdef int _loss_code(self, loss) except -1:
+        try:
+            code = LOSSES[loss]
+        except (KeyError, TypeError):
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}") from None
+        last = _name(self._codes[self._codes.shape[0] - 1])
+        if code == BCE and last != "sigmoid":
+            raise ValueError(f"loss='bce' needs a sigmoid output layer, not {last!r}")
+        if code == CROSS_ENTROPY and last != "softmax":
+            raise ValueError(f"loss='cross_entropy' needs a softmax output layer, not {last!r}")
+        return code
+
+    cdef int _acquire(self) except -1:
+        # Uncontended, this is one atomic operation; only waiting drops the GIL.
+        if not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        return 0
+
+    cdef inline void _release(self) noexcept:
+        PyThread_release_lock(self._lock)
+
+    cdef void _copy_in(self, cnp.ndarray X, cnp.ndarray buffer) noexcept:
+        """A^(0) <- X: the input block opens the activation buffer."""
+        memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(X),
+               cnp.PyArray_DIM(X, 0) * self._n_in * cnp.PyArray_ITEMSIZE(X))
+
+    cdef void _copy_out(self, cnp.ndarray buffer, cnp.ndarray out) noexcept:
+        """out <- A^(L): the output block closes the activation buffer."""
+        cdef Py_ssize_t size = cnp.PyArray_SIZE(out)
+        memcpy(cnp.PyArray_DATA(out),
+               <char*>cnp.PyArray_DATA(buffer) + (cnp.PyArray_SIZE(buffer) - size) * cnp.PyArray_ITEMSIZE(out),
+               size * cnp.PyArray_ITEMSIZE(out))
+
+    # -- passes -----------------------------------------------------------------
+
+    def forward(self, X, out=None, *, bint keep=True):
+        """Run the network on X of shape (n_in,) or (n, n_in).
+
+        Returns the output, (n_out,) or (n, n_out), in a new array or in out
+        (C-contiguous, of the network's dtype, nothing allocated). With keep
+        (the default) the activations stay in the work buffers for backward;
+        keep=False uses a separate buffer and leaves them untouched.
+        """
+        cdef bint single
+        cdef bint keep_logits = keep and self._codes[self._codes.shape[0] - 1] == SOFTMAX
+        cdef Py_ssize_t n
+        cdef double[::1] A64
+        cdef float[::1] A32
+        X = self._load_input(X, &single)
+        n = cnp.PyArray_DIM(X, 0)
+        shape = <tuple>(self._n_out,) if single else <tuple>(n, self._n_out)
+        out = np.empty(shape, dtype=self.dtype) if out is None else as_output(out, shape, self.dtype)
+        if n == 0:
+            if keep:
+                self.has_forward = False
+            return out
+        self._acquire()
+        try:
+            if keep:
+                if n != self.batch_size:
+                    self._resize(n)
+                buffer = self.activations_buffer
+            else:
+                if self._predict_buffer.shape[0] != n * self._width_sum:
+                    self._predict_buffer = np.empty(n * self._width_sum, dtype=self.dtype)
+                buffer = self._predict_buffer
+            self._copy_in(X, buffer)
+            if self._double:
+                A64 = buffer
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p64, A64, self._Z64, keep_logits)
+            else:
+                A32 = buffer
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p32, A32, self._Z32, keep_logits)
+            self._copy_out(buffer, out)
+            if keep:
+                self.has_forward = True
+                self._single = single
+        finally:
+            self._release()
+        return out
+
+    def backward(self, Y, loss="mse"):
+        """Loss of the last forward pass against Y; fills grads and deltas.
+
+        Y has the shape of that forward's output, or (n,) for one output
+        column; for cross_entropy, class indices of shape (n,) also do.
+        Returns the loss as a Python float.
+        """
+        cdef int code = self._loss_code(loss)
+        cdef double value
+        cdef Py_ssize_t n = self.batch_size
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        if not self.has_forward:
+            raise RuntimeError("backward needs a forward pass first: call forward(X)")
+        Y = self._load_targets(Y, n, self._single, code)
+        self._acquire()
+        try:
+            if self._double:
+                Y64 = Y
+                with nogil:
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
+                                               self._A64, self._D64, self._Z64, Y64, code)
+            else:
+                Y32 = Y
+                with nogil:
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                               self._A32, self._D32, self._Z32, Y32, code)
+        finally:
+            self._release()
+        return value
+
+    def sgd_step(self, lr):
+        """params <- params - lr * grads, in place, one pass over the buffer."""
+        cdef double step = check_learning_rate(lr)
+        self._acquire()
+        try:
+            if self._double:
+                with nogil:
+                    _sgd(self._p64, self._g64, step)
+            else:
+                with nogil:
+                    _sgd(self._p32, self._g32, <float>step)
+        finally:
+            self._release()
+
+    def train_step(self, X, Y, lr, loss="mse"):
+        """Forward, loss, backward and SGD in one compiled call; returns the loss."""
+        cdef int code = self._loss_code(loss)
+        cdef bint single
+        cdef double value
+        cdef Py_ssize_t n
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        cdef double step = check_learning_rate(lr)
+        X = self._load_input(X, &single)
+        n = cnp.PyArray_DIM(X, 0)
+        if n == 0:
+            raise ValueError("X holds no samples: a training step needs at least one")
+        Y = self._load_targets(Y, n, single, code)
+        self._acquire()
+        try:
+            if n != self.batch_size:
+                self._resize(n)
+            self._copy_in(X, self.activations_buffer)
+            if self._double:
+                Y64 = Y
+                with nogil:
+                    value = _train_step(self._sizes, self._codes, n, self._p64, self._g64,
+                                        self._A64, self._D64, self._Z64, Y64, code, step)
+            else:
+                Y32 = Y
+                with nogil:
+                    value = _train_step(self._sizes, self._codes, n, self._p32, self._g32,
+                                        self._A32, self._D32, self._Z32, Y32, code, <float>step)
+            self.has_forward = True
+            self._single = single
+        finally:
+            self._release()
+        return value
+
+
+cdef str _name(int code):
+    for name, value in ACTIVATIONS.items():
+        if value == code:
+            return name
+    return str(code)

@@ -1,0 +1,325 @@
+"""The multilayer perceptron: one flat parameter buffer, its views, and the compiled passes.
+
+:class:`MLP` is the public face of :class:`cmlp._kernels.Engine`: it checks the
+architecture, initialises the parameters, and exposes the flat ``params`` and
+``grads`` buffers as per-layer views named as in PyTorch. The passes themselves
+(``forward``, ``backward``, ``sgd_step``, ``train_step``, ``predict``) run in
+compiled code; see the ``_kernels`` module for the layout of the buffers.
+"""
+import numpy as np
+
+from cmlp._kernels import ACTIVATIONS, Engine
+from cmlp._validation import as_real_array
+
+__all__ = ["MLP"]
+
+#: activations a layer may use; softmax makes sense on the output layer
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+#: the losses ``backward`` and ``train_step`` accept
+LOSS_NAMES = ("mse", "half_sse", "bce", "cross_entropy")
+# BLAS takes 32-bit sizes: a wider layer could not be multiplied safely.
+_MAX_WIDTH = 2**31 - 1
+
+
+class MLP:
+    """A fully connected feed-forward network with compiled forward, backward and SGD.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Widths from the input to the output, e.g. ``[2, 1, 1]``: two inputs,
+        one hidden unit, one output. At least two entries, all >= 1.
+    activation : str or sequence of str, default "sigmoid"
+        One of ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``,
+        ``"softmax"`` for every layer, or a list with one name per layer.
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        Precision of the parameters and of all computation.
+    seed : int, numpy.random.Generator or None
+        Seed of :func:`numpy.random.default_rng` for the initial weights:
+        Glorot-uniform, ``U(-r, r)`` with ``r = sqrt(6 / (n_in + n_out))``,
+        drawn in float64 layer by layer, so the same seed gives bit-identical
+        parameters. Biases start at zero.
+
+    Notes
+    -----
+    All parameters live in one contiguous 1-D buffer, :attr:`params`: for
+    each layer its weight ``(n_out, n_in)`` (as in :class:`torch.nn.Linear`)
+    and then its bias ``(n_out,)``. :attr:`weights` and :attr:`biases` are
+    writable views into it, :attr:`weight_grads` and :attr:`bias_grads` views
+    into :attr:`grads`.
+
+    Losses (``n`` samples, ``k`` outputs, ``a`` the output, ``y`` the target);
+    the gradients are those of the batch loss ``L``, so every ``1/n`` is where
+    the table puts it and nowhere else:
+
+    =================  ===================================  =========================
+    ``loss``           ``L``                                output delta ``dL/dz``
+    =================  ===================================  =========================
+    ``"mse"``          ``sum((a - y)**2) / (n*k)``,         ``2(a - y)/(n*k) * f'(a)``
+                       :class:`torch.nn.MSELoss`
+    ``"half_sse"``     ``sum(0.5 * (a - y)**2) / n``,       ``(a - y)/n * f'(a)``
+                       the textbook delta rule
+    ``"bce"``          ``-mean(y log a + (1-y) log(1-a))``, ``(a - y)/(n*k)``
+                       logs clamped at -100 as in
+                       :class:`torch.nn.BCELoss`;
+                       sigmoid output only
+    ``"cross_entropy"`` ``-sum(y * log_softmax(z)) / n``,   ``(softmax(z) - y)/n``
+                       :class:`torch.nn.CrossEntropyLoss`;
+                       softmax output only
+    =================  ===================================  =========================
+
+    ``f'(a)`` is the activation's derivative written through its output:
+    ``a(1 - a)`` for the sigmoid, ``1 - a**2`` for tanh, ``[a > 0]`` for relu.
+    :attr:`deltas` hold ``dL/dz`` of each layer, so for a single sample they
+    are the textbook deltas, and for ``n`` samples they are the per-sample
+    deltas divided by ``n``: ``dL/dW = deltas[l].T @ activations[l]`` and
+    ``dL/db = deltas[l].sum(axis=0)``.
+
+    Examples
+    --------
+    The reference network: 2 inputs, 1 hidden unit, 1 output, all sigmoid.
+
+    >>> import numpy as np, cmlp
+    >>> net = cmlp.MLP([2, 1, 1])
+    >>> for w, b in zip(net.weights, net.biases):
+    ...     w[:] = 0.5; b[:] = 1.0
+    >>> net.forward(np.array([1.0, 2.0]))
+    array([0.81184921])
+    >>> round(net.backward(np.array([0.4]), loss="mse"), 8)
+    0.16962 ...
+    """
+
+    def __init__(self, layer_sizes, activation="sigmoid", dtype=np.float64, seed=None):
+        self._sizes = _check_sizes(layer_sizes)
+        self._activations = _check_activations(activation, len(self._sizes) - 1)
+        self._dtype = _check_dtype(dtype)
+        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
+                              self._dtype)
+        self._param_views = _layer_views(self._engine.params, self._sizes)
+        self._grad_views = _layer_views(self._engine.grads, self._sizes)
+        self._init_weights(seed)
+
+    def _init_weights(self, seed):
+        rng = np.random.default_rng(seed)
+        for W in self.weights:
+            n_out, n_in = W.shape
+            limit = np.sqrt(6.0 / (n_in + n_out))
+            W[:] = rng.uniform(-limit, limit, size=W.shape)
+
+    # -- architecture -------------------------------------------------------------
+
+    @property
+    def layer_sizes(self):
+        """Widths from input to output, as a tuple."""
+        return self._sizes
+
+    @property
+    def activation(self):
+        """The activation of each layer, as a tuple of names."""
+        return self._activations
+
+    @property
+    def dtype(self):
+        """The :class:`numpy.dtype` of parameters and computation."""
+        return self._dtype
+
+    @property
+    def n_layers(self):
+        """Number of weight layers (``len(layer_sizes) - 1``)."""
+        return len(self._sizes) - 1
+
+    def __repr__(self):
+        acts = self._activations
+        activation = acts[0] if len(set(acts)) == 1 else list(acts)
+        return (f"MLP({list(self._sizes)}, activation={activation!r}, "
+                f"dtype={self._dtype.name})")
+
+    # -- parameters and gradients -----------------------------------------------
+
+    @property
+    def params(self):
+        """All parameters in one contiguous 1-D buffer (layer by layer: W, b)."""
+        return self._engine.params
+
+    @property
+    def grads(self):
+        """All gradients, laid out as :attr:`params`; filled by :meth:`backward`."""
+        return self._engine.grads
+
+    @property
+    def weights(self):
+        """Writable views of each layer's weight, shape ``(n_out, n_in)``."""
+        return self._param_views[0]
+
+    @property
+    def biases(self):
+        """Writable views of each layer's bias, shape ``(n_out,)``."""
+        return self._param_views[1]
+
+    @property
+    def weight_grads(self):
+        """Views of each layer's weight gradient, shape ``(n_out, n_in)``."""
+        return self._grad_views[0]
+
+    @property
+    def bias_grads(self):
+        """Views of each layer's bias gradient, shape ``(n_out,)``."""
+        return self._grad_views[1]
+
+    def named_parameters(self):
+        """Yield ``("layer0.weight", W0), ("layer0.bias", b0), ...`` as PyTorch names them."""
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            yield f"layer{l}.weight", W
+            yield f"layer{l}.bias", b
+
+    def state_dict(self):
+        """A dict of copies of the parameters, keyed as :meth:`named_parameters`."""
+        return {name: value.copy() for name, value in self.named_parameters()}
+
+    def load_state_dict(self, state_dict):
+        """Copy parameters in from a mapping keyed as :meth:`named_parameters`.
+
+        Values may be anything :func:`numpy.asarray` takes (a PyTorch model's
+        ``state_dict()`` built like the reference notebook's loads directly).
+        Everything is checked before anything is written: missing or
+        unexpected keys and wrong shapes raise a ValueError naming them, and
+        leave the model unchanged.
+        """
+        expected = dict(self.named_parameters())
+        missing = [key for key in expected if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in expected]
+        if missing or unexpected:
+            raise ValueError(f"state_dict keys do not match the model: missing {missing}, "
+                             f"unexpected {unexpected}")
+        values = {}
+        for key, target in expected.items():
+            value = as_real_array(state_dict[key], self._dtype, key)
+            if value.shape != target.shape:
+                raise ValueError(f"{key} must have shape {target.shape}, got {value.shape}")
+            values[key] = value
+        for key, target in expected.items():
+            target[...] = values[key]
+
+    # -- the passes ---------------------------------------------------------------
+
+    @property
+    def activations(self):
+        """``A^(0)`` (the input) ... ``A^(L)`` (the output) of the last forward pass.
+
+        Each is ``(n, width)``, a view into a work buffer that the next pass
+        with the same batch size overwrites.
+        """
+        n = self._engine.batch_size
+        return _batch_views(self._engine.activations_buffer, n, self._sizes)
+
+    @property
+    def deltas(self):
+        """``dL/dz`` of each layer from the last :meth:`backward`, ``(n, n_out_l)``."""
+        n = self._engine.batch_size
+        return _batch_views(self._engine.deltas_buffer, n, self._sizes[1:])
+
+    def forward(self, X, out=None):
+        """Run the network on ``X`` and keep the activations for :meth:`backward`.
+
+        Parameters
+        ----------
+        X : array_like, shape ``(n_in,)`` or ``(n, n_in)``
+            Real numbers; cast to the network's dtype.
+        out : numpy.ndarray, optional
+            C-contiguous array of the output's shape and the network's dtype to
+            write into (then nothing is allocated).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(n_out,)`` or ``(n, n_out)``
+        """
+        return self._engine.forward(X, out)
+
+    def predict(self, X, out=None):
+        """Like :meth:`forward`, but keeps no state: :attr:`activations` are untouched."""
+        return self._engine.forward(X, out, keep=False)
+
+    def backward(self, Y, loss="mse"):
+        """Loss of the last :meth:`forward` against ``Y``; fills the gradients.
+
+        Parameters
+        ----------
+        Y : array_like
+            Targets of the forward output's shape (``(n,)`` also does for one
+            output; for ``"cross_entropy"``, integer class indices ``(n,)``).
+        loss : {"mse", "half_sse", "bce", "cross_entropy"}
+            See the table in the class docstring for where each ``1/n`` lives.
+
+        Returns
+        -------
+        float
+            The loss; :attr:`grads` and :attr:`deltas` now hold its gradients.
+        """
+        return self._engine.backward(Y, loss)
+
+    def sgd_step(self, lr):
+        """``params -= lr * grads``, in place, in one compiled pass."""
+        self._engine.sgd_step(lr)
+
+    def train_step(self, X, Y, lr, loss="mse"):
+        """:meth:`forward`, :meth:`backward` and :meth:`sgd_step` in one compiled call.
+
+        Nothing is allocated after the first call with a given batch shape.
+        Returns the loss before the update.
+        """
+        return self._engine.train_step(X, Y, lr, loss)
+
+
+def _check_sizes(layer_sizes):
+    try:
+        sizes = tuple(int(s) for s in layer_sizes)
+        exact = all(s == s_in for s, s_in in zip(sizes, layer_sizes))
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
+    if not exact:
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
+    if len(sizes) < 2 or min(sizes) < 1 or max(sizes) > _MAX_WIDTH:
+        raise ValueError("layer_sizes must hold at least two widths, each from 1 to "
+                         f"{_MAX_WIDTH}, got {list(sizes)}")
+    return sizes
+
+
+def _check_activations(activation, n_layers):
+    names = [activation] * n_layers if isinstance(activation, str) else list(activation)
+    if len(names) != n_layers:
+        raise ValueError(f"activation must be one name or {n_layers} names (one per layer), "
+                         f"got {len(names)}")
+    for name in names:
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(ACTIVATION_NAMES)}, got {name!r}")
+    return tuple(names)
+
+
+def _check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _layer_views(buffer, sizes):
+    """(weights, biases) of each layer as views into a flat buffer."""
+    weights, biases, start = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        weights.append(buffer[start:start + n_out * n_in].reshape(n_out, n_in))
+        start += n_out * n_in
+        biases.append(buffer[start:start + n_out])
+        start += n_out
+    return tuple(weights), tuple(biases)
+
+
+def _batch_views(buffer, n, widths):
+    """Consecutive (n, width) blocks of a flat work buffer."""
+    views, start = [], 0
+    for width in widths:
+        views.append(buffer[start:start + n * width].reshape(n, width))
+        start += n * width
+    return views
