@@ -52,21 +52,19 @@ class MLP:
     the gradients are those of the batch loss ``L``, so every ``1/n`` is where
     the table puts it and nowhere else:
 
-    =================  ===================================  =========================
-    ``loss``           ``L``                                output delta ``dL/dz``
-    =================  ===================================  =========================
-    ``"mse"``          ``sum((a - y)**2) / (n*k)``,         ``2(a - y)/(n*k) * f'(a)``
-                       :class:`torch.nn.MSELoss`
-    ``"half_sse"``     ``sum(0.5 * (a - y)**2) / n``,       ``(a - y)/n * f'(a)``
-                       the textbook delta rule
-    ``"bce"``          ``-mean(y log a + (1-y) log(1-a))``, ``(a - y)/(n*k)``
-                       logs clamped at -100 as in
-                       :class:`torch.nn.BCELoss`;
-                       sigmoid output only
-    ``"cross_entropy"`` ``-sum(y * log_softmax(z)) / n``,   ``(softmax(z) - y)/n``
-                       :class:`torch.nn.CrossEntropyLoss`;
-                       softmax output only
-    =================  ===================================  =========================
+    ===================  ====================================  ==========================
+    ``loss``             ``L``                                 output delta ``dL/dz``
+    ===================  ====================================  ==========================
+    ``"mse"``            ``sum((a - y)**2) / (n*k)``           ``2(a - y)/(n*k) * f'(a)``
+    ``"half_sse"``       ``sum(0.5 * (a - y)**2) / n``         ``(a - y)/n * f'(a)``
+    ``"bce"``            ``-mean(y log a + (1-y) log(1-a))``   ``(a - y)/(n*k)``
+    ``"cross_entropy"``  ``-sum(y * log_softmax(z)) / n``      ``(softmax(z) - y)/n``
+    ===================  ====================================  ==========================
+
+    ``"mse"`` is :class:`torch.nn.MSELoss`; ``"half_sse"`` the textbook delta
+    rule; ``"bce"`` is :class:`torch.nn.BCELoss` (each log clamped at -100) and
+    needs a sigmoid output; ``"cross_entropy"`` is
+    :class:`torch.nn.CrossEntropyLoss` and needs a softmax output.
 
     ``f'(a)`` is the activation's derivative written through its output:
     ``a(1 - a)`` for the sigmoid, ``1 - a**2`` for tanh, ``[a > 0]`` for relu.
@@ -86,7 +84,10 @@ class MLP:
     >>> net.forward(np.array([1.0, 2.0]))
     array([0.81184921])
     >>> round(net.backward(np.array([0.4]), loss="mse"), 8)
-    0.16962 ...
+    0.16961977
+    >>> net.sgd_step(lr=0.1)
+    >>> net.params
+    array([0.49955898, 0.49911796, 0.99955898, 0.48837245, 0.987418  ])
     """
 
     def __init__(self, layer_sizes, activation="sigmoid", dtype=np.float64, seed=None):
