@@ -263,7 +263,7 @@ def expected_lr(lr):
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, Fraction, np.integer,
                                                                np.floating)):
         return Refused((TypeError, "lr must be a real number"))
-    value = float(lr) if quietly(abs, lr) < 2**1000 else math.inf
+    value = float(lr) if quietly(lambda: abs(lr) < 2**1000) else math.inf
     if not (math.isfinite(value) and value >= 0):
         return Refused((ValueError, "lr must be a finite number >= 0"))
     return value
