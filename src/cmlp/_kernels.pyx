@@ -652,6 +652,48 @@ cdef class Engine:
             self._release()
         return value
 
+    def loss_and_grads(self, X, Y, loss="mse"):
+        """Forward, loss and backward in one compiled call, without an update.
+
+        Fills grads (for an optimizer to apply) and returns the loss; the
+        parameters are left as they are.
+        """
+        cdef int code = self._loss_code(loss)
+        cdef bint single
+        cdef double value
+        cdef Py_ssize_t n
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        X = self._load_input(X, &single)
+        n = cnp.PyArray_DIM(X, 0)
+        if n == 0:
+            raise ValueError("X holds no samples: gradients need at least one")
+        Y = self._load_targets(Y, n, single, code)
+        self._acquire()
+        try:
+            if n != self.batch_size:
+                self._resize(n)
+            self._copy_in(X, self.activations_buffer)
+            if self._double:
+                Y64 = Y
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
+                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
+                                               self._A64, self._D64, self._Z64, Y64, code)
+            else:
+                Y32 = Y
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
+                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                               self._A32, self._D32, self._Z32, Y32, code)
+            self.has_forward = True
+            self._single = single
+        finally:
+            self._release()
+        return value
+
 
 cdef str _name(int code):
     for name, value in ACTIVATIONS.items():
