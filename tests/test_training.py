@@ -21,10 +21,10 @@ def regression_data(n=50, n_in=3, n_out=2, seed=0, dtype=np.float64):
 def batch_orders(n, epochs, seed):
     """The sample order of each epoch, drawn as fit documents it."""
     rng = np.random.default_rng(seed)
-    order = np.arange(n)
     for _ in range(epochs):
+        order = np.arange(n)
         rng.shuffle(order)
-        yield order.copy()
+        yield order
 
 
 def test_fit_equals_train_steps_over_shuffled_batches(dtype):

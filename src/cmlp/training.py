@@ -114,11 +114,13 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         L2 penalty added to the gradient, ``grad + weight_decay * p``, for
         every parameter, **biases included** (PyTorch's default behaviour).
     shuffle : bool, default True
-        Reshuffle the samples before every epoch.
+        Reshuffle the samples before every epoch: each epoch visits them in
+        the order ``rng.shuffle(order)`` leaves ``order = np.arange(n)`` in,
+        with ``rng = numpy.random.default_rng(seed)``.
     seed : int, numpy.random.Generator or None
-        Seed of :func:`numpy.random.default_rng` for the shuffling: the same
-        seed (and the same starting network) gives bit-identical parameters
-        and history.
+        Seed of the shuffling: the same seed (and the same starting network)
+        gives bit-identical parameters and history. A Generator is used as it
+        is, so successive calls continue its stream.
     validation_data : (X_val, Y_val), optional
         Evaluated after each epoch into ``history.val_loss``.
     early_stopping : int, optional
@@ -216,7 +218,8 @@ class _Loop:
         self.n = X.shape[0]
         self.X, self.Y = X, Y
         if shuffle:
-            self.order = np.arange(self.n)
+            self.identity = np.arange(self.n)
+            self.order = np.empty_like(self.identity)
             self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
         else:
             self.order = None
@@ -265,6 +268,7 @@ class _Loop:
         if self.order is not None:
             # mode="clip" lets take() write straight into out (the order is
             # a permutation, so nothing is ever clipped); "raise" would buffer.
+            self.order[...] = self.identity
             self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
