@@ -80,7 +80,8 @@ def wheel_problems(wheel, root=ROOT):
     metadata. Anything else is a leftover: neither twine nor
     check-wheel-contents notices a .c or .pyx in a wheel, hence this check.
     """
-    names = set(zipfile.ZipFile(wheel).namelist())
+    # Directory entries (auditwheel writes some) are no files.
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if not n.endswith("/")}
     dist_info = f"{PACKAGE}-{source_version(root)}.dist-info/"
     sources = package_sources(root)
     required = {s for s in sources if not s.endswith(COMPILED_SUFFIXES)}
