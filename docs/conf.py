@@ -74,6 +74,7 @@ nitpick_ignore = [
 
 # -- API reference -----------------------------------------------------------
 autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True    # "np.float64", as written, not "<class ...>"
 autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False   # autodoc lists the members itself
 numpydoc_xref_param_type = False      # types stay text: nothing to link offline
