@@ -101,8 +101,9 @@ cdef inline floating _relu(floating z) noexcept nogil:
 
 
 cdef inline double _clamped_log(double x) noexcept nogil:
-    cdef double v = log(x) if x > 0 else BCE_LOG_FLOOR
-    return v if v > BCE_LOG_FLOOR else BCE_LOG_FLOOR
+    # log(0) = -inf is clamped; NaN is not (a NaN output gives a NaN loss, as in PyTorch).
+    cdef double v = log(x)
+    return BCE_LOG_FLOOR if v < BCE_LOG_FLOOR else v
 
 
 # ---------------------------------------------------------------------------
@@ -589,6 +590,13 @@ cdef class Engine:
         Y = self._load_targets(Y, n, self._single, code)
         self._acquire()
         try:
+            # Y was shaped for the batch seen before the lock was taken; another
+            # thread's forward may have replaced that batch since, and the
+            # kernels must never index the new buffers with the old size.
+            if not self.has_forward or self.batch_size != n:
+                raise RuntimeError("the forward pass for this backward was replaced by "
+                                   "another thread's forward; guard forward and backward "
+                                   "together, or use train_step")
             if self._double:
                 Y64 = Y
                 with nogil:

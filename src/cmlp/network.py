@@ -331,7 +331,8 @@ class MLP:
 def _check_sizes(layer_sizes):
     try:
         sizes = tuple(int(s) for s in layer_sizes)
-        exact = all(s == s_in for s, s_in in zip(sizes, layer_sizes))
+        exact = all(s == s_in and not isinstance(s_in, (bool, np.bool_))
+                    for s, s_in in zip(sizes, layer_sizes))
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
     if not exact:
@@ -343,12 +344,19 @@ def _check_sizes(layer_sizes):
 
 
 def _check_activations(activation, n_layers):
-    names = [activation] * n_layers if isinstance(activation, str) else list(activation)
+    if isinstance(activation, str):
+        names = [activation] * n_layers
+    else:
+        try:
+            names = list(activation)
+        except TypeError:
+            raise TypeError(f"activation must be a name or a list of names, "
+                            f"got {activation!r}") from None
     if len(names) != n_layers:
         raise ValueError(f"activation must be one name or {n_layers} names (one per layer), "
                          f"got {len(names)}")
     for name in names:
-        if name not in ACTIVATIONS:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATION_NAMES)}, got {name!r}")
     return tuple(names)
 
@@ -356,7 +364,7 @@ def _check_activations(activation, n_layers):
 def _check_dtype(dtype):
     try:
         dtype = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # NumPy parses strings: "f8,," is a SyntaxError
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
