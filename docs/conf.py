@@ -38,10 +38,11 @@ templates_path = []
 # project. A page is built only when its source exists: no page promises
 # numbers or entries that are not there.
 OPTIONAL_PAGES = {
-    "benchmarks": ROOT / "benchmarks" / "latest.json",
-    "changelog": ROOT / "CHANGELOG.md",
+    "benchmarks": [ROOT / "benchmarks" / "latest.json", ROOT / "benchmarks" / "latest.md"],
+    "changelog": [ROOT / "CHANGELOG.md"],
 }
-MISSING_PAGES = {page for page, source in OPTIONAL_PAGES.items() if not source.exists()}
+MISSING_PAGES = {page for page, sources in OPTIONAL_PAGES.items()
+                 if not all(source.exists() for source in sources)}
 exclude_patterns += [f"{page}.*" for page in MISSING_PAGES]
 
 
@@ -94,6 +95,7 @@ plot_include_source = True
 plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 110)]
+plot_working_directory = str(DOCS)   # plot code finds ../benchmarks/ from here
 plot_rcparams = {"figure.dpi": 110, "font.size": 10, "savefig.bbox": "tight"}
 
 # -- HTML ---------------------------------------------------------------------
