@@ -4,9 +4,14 @@ The docs describe the *installed* package: ``src/`` is never put on
 ``sys.path``, so the tutorial's doctests and the plots run against the
 compiled wheel that users get (``pip install ".[docs]"`` first).
 """
+import re
 from pathlib import Path
 
+from sphinx.util import logging
+
 import cmlp
+
+logger = logging.getLogger(__name__)
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -53,8 +58,22 @@ def drop_missing_pages(app, docname, source):
                               if line.strip() not in MISSING_PAGES)
 
 
+def check_api_reference(app):
+    """Every name cmlp exports has an entry in api.rst, and every entry is exported."""
+    text = (DOCS / "api.rst").read_text()
+    documented = set(re.findall(r"^\.\. \w+:: cmlp\.(\w+)", text, flags=re.MULTILINE))
+    exported = set(cmlp.__all__)
+    for name in sorted(exported - documented):
+        logger.warning("cmlp.%s is exported but not in the API reference", name,
+                       location="api")
+    for name in sorted(documented - exported):
+        logger.warning("the API reference documents cmlp.%s, which cmlp does not export", name,
+                       location="api")
+
+
 def setup(app):
     app.connect("source-read", drop_missing_pages)
+    app.connect("builder-inited", check_api_reference)
 
 
 # -- nitpicky mode: every cross-reference must resolve ----------------------
