@@ -33,6 +33,7 @@ extensions = [
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
     "myst_parser",
+    "sphinx_copybutton",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -118,6 +119,10 @@ plot_working_directory = str(DOCS)   # plot code finds ../benchmarks/ from here
 plot_rcparams = {"figure.dpi": 110, "font.size": 10, "savefig.bbox": "tight"}
 
 # -- HTML ---------------------------------------------------------------------
+# The copy button copies code without the ">>> " and "... " prompts, and
+# without the printed output, so what is copied runs as it is.
+copybutton_prompt_text = r">>> |\.\.\. "
+copybutton_prompt_is_regexp = True
 html_theme = "furo"
 html_title = f"cmlp {release}"
 html_static_path = []
