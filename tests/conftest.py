@@ -1,5 +1,15 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests run a bounded number of examples by default (CI);
+# HYPOTHESIS_PROFILE=long runs a hundred times more.
+_PATIENT = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=60, derandomize=False, **_PATIENT)
+settings.register_profile("long", max_examples=6000, **_PATIENT)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])

@@ -101,8 +101,9 @@ cdef inline floating _relu(floating z) noexcept nogil:
 
 
 cdef inline double _clamped_log(double x) noexcept nogil:
-    cdef double v = log(x) if x > 0 else BCE_LOG_FLOOR
-    return v if v > BCE_LOG_FLOOR else BCE_LOG_FLOOR
+    # log(0) = -inf is clamped; NaN is not (a NaN output gives a NaN loss, as in PyTorch).
+    cdef double v = log(x)
+    return BCE_LOG_FLOOR if v < BCE_LOG_FLOOR else v
 
 
 # ---------------------------------------------------------------------------
@@ -589,6 +590,13 @@ cdef class Engine:
         Y = self._load_targets(Y, n, self._single, code)
         self._acquire()
         try:
+            # Y was shaped for the batch seen before the lock was taken; another
+            # thread's forward may have replaced that batch since, and the
+            # kernels must never index the new buffers with the old size.
+            if not self.has_forward or self.batch_size != n:
+                raise RuntimeError("the forward pass for this backward was replaced by "
+                                   "another thread's forward; guard forward and backward "
+                                   "together, or use train_step")
             if self._double:
                 Y64 = Y
                 with nogil:
@@ -646,6 +654,48 @@ cdef class Engine:
                 with nogil:
                     value = _train_step(self._sizes, self._codes, n, self._p32, self._g32,
                                         self._A32, self._D32, self._Z32, Y32, code, <float>step)
+            self.has_forward = True
+            self._single = single
+        finally:
+            self._release()
+        return value
+
+    def loss_and_grads(self, X, Y, loss="mse"):
+        """Forward, loss and backward in one compiled call, without an update.
+
+        Fills grads (for an optimizer to apply) and returns the loss; the
+        parameters are left as they are.
+        """
+        cdef int code = self._loss_code(loss)
+        cdef bint single
+        cdef double value
+        cdef Py_ssize_t n
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        X = self._load_input(X, &single)
+        n = cnp.PyArray_DIM(X, 0)
+        if n == 0:
+            raise ValueError("X holds no samples: gradients need at least one")
+        Y = self._load_targets(Y, n, single, code)
+        self._acquire()
+        try:
+            if n != self.batch_size:
+                self._resize(n)
+            self._copy_in(X, self.activations_buffer)
+            if self._double:
+                Y64 = Y
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
+                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
+                                               self._A64, self._D64, self._Z64, Y64, code)
+            else:
+                Y32 = Y
+                with nogil:
+                    _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
+                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                               self._A32, self._D32, self._Z32, Y32, code)
             self.has_forward = True
             self._single = single
         finally:

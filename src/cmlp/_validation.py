@@ -91,7 +91,10 @@ def check_learning_rate(lr):
     """``lr`` as a float; ValueError unless it is a finite number >= 0."""
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a real number, got {type(lr).__name__}")
-    lr = float(lr)
+    try:
+        lr = float(lr)
+    except OverflowError:  # an int or Fraction beyond the float range
+        lr = math.inf
     if not (math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr}")
     return lr

@@ -180,12 +180,18 @@ class MLP:
     def load_state_dict(self, state_dict):
         """Copy parameters in from a mapping keyed as :meth:`named_parameters`.
 
-        Values may be anything :func:`numpy.asarray` takes (a PyTorch model's
-        ``state_dict()`` built like the reference notebook's loads directly).
+        Values may be anything :func:`numpy.asarray` takes. A PyTorch model's
+        ``state_dict()`` loads directly: one built like the reference
+        notebook's (``layer0.weight``, ...), or an ``nn.Sequential`` of
+        ``Linear`` and activation modules (``0.weight``, ``2.weight``, ...);
+        see :func:`cmlp.io.layer_state_dict` for how keys are matched.
         Everything is checked before anything is written: missing or
         unexpected keys and wrong shapes raise a ValueError naming them, and
         leave the model unchanged.
         """
+        from cmlp.io import layer_state_dict
+
+        state_dict = layer_state_dict(state_dict)
         expected = dict(self.named_parameters())
         missing = [key for key in expected if key not in state_dict]
         unexpected = [key for key in state_dict if key not in expected]
@@ -270,11 +276,63 @@ class MLP:
         """
         return self._engine.train_step(X, Y, lr, loss)
 
+    # -- training and persistence ---------------------------------------------------
+
+    def fit(self, X, Y, **options):
+        """Train on ``(X, Y)`` with mini-batches; returns a :class:`cmlp.training.History`.
+
+        Takes the keyword options of :func:`cmlp.training.fit` (``epochs``,
+        ``batch_size``, ``lr``, ``loss``, ``optimizer``, ``momentum``,
+        ``nesterov``, ``weight_decay``, ``shuffle``, ``seed``,
+        ``validation_data``, ``early_stopping``, ``callbacks``, ``verbose``),
+        where they are documented.
+
+        Examples
+        --------
+        >>> import numpy as np, cmlp
+        >>> X = np.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]])
+        >>> net = cmlp.MLP([2, 8, 1], activation=["tanh", "sigmoid"], seed=0)
+        >>> history = net.fit(X, [0, 1, 1, 0], epochs=2000, batch_size=4, lr=0.5,
+        ...                   loss="bce", optimizer="sgd", momentum=0.9, seed=0)
+        >>> net.predict(X).round().ravel()
+        array([0., 1., 1., 0.])
+        """
+        from cmlp.training import fit
+
+        return fit(self, X, Y, **options)
+
+    def save(self, path):
+        """Write the network to a ``.npz`` file, atomically; see :func:`cmlp.io.save`."""
+        from cmlp.io import save
+
+        save(self, path)
+
+    # A network pickles as its architecture and a copy of its parameters; the
+    # compiled engine and its work buffers are rebuilt on unpickling.
+    _ENGINE_ATTRIBUTES = ("_engine", "_param_views", "_grad_views")
+
+    def __getstate__(self):
+        state = {key: value for key, value in self.__dict__.items()
+                 if key not in self._ENGINE_ATTRIBUTES}
+        state["params"] = self.params.copy()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        params = state.pop("params")
+        self.__dict__.update(state)
+        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
+                              self._dtype)
+        self._param_views = _layer_views(self._engine.params, self._sizes)
+        self._grad_views = _layer_views(self._engine.grads, self._sizes)
+        self._engine.params[...] = params
+
 
 def _check_sizes(layer_sizes):
     try:
         sizes = tuple(int(s) for s in layer_sizes)
-        exact = all(s == s_in for s, s_in in zip(sizes, layer_sizes))
+        exact = all(s == s_in and not isinstance(s_in, (bool, np.bool_))
+                    for s, s_in in zip(sizes, layer_sizes))
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
     if not exact:
@@ -286,12 +344,19 @@ def _check_sizes(layer_sizes):
 
 
 def _check_activations(activation, n_layers):
-    names = [activation] * n_layers if isinstance(activation, str) else list(activation)
+    if isinstance(activation, str):
+        names = [activation] * n_layers
+    else:
+        try:
+            names = list(activation)
+        except TypeError:
+            raise TypeError(f"activation must be a name or a list of names, "
+                            f"got {activation!r}") from None
     if len(names) != n_layers:
         raise ValueError(f"activation must be one name or {n_layers} names (one per layer), "
                          f"got {len(names)}")
     for name in names:
-        if name not in ACTIVATIONS:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATION_NAMES)}, got {name!r}")
     return tuple(names)
 
@@ -299,7 +364,7 @@ def _check_activations(activation, n_layers):
 def _check_dtype(dtype):
     try:
         dtype = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # NumPy parses strings: "f8,," is a SyntaxError
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
