@@ -1,4 +1,4 @@
-"""Builds the compiled extension; all metadata lives in pyproject.toml.
+"""Builds the compiled extensions; all metadata lives in pyproject.toml.
 
 Set CMLP_DEBUG=1 for a debug build: bounds, wraparound and initialisation
 checks back on in the kernels, no optimisation, and C asserts enabled.
@@ -21,17 +21,22 @@ directives = {
     "cdivision": not DEBUG,
 }
 
-extension = Extension(
-    "cmlp._kernels",
-    ["src/cmlp/_kernels.pyx"],
-    include_dirs=[np.get_include()],
-    define_macros=[
-        ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-        # Wheels built against NumPy 2 then run on every NumPy from 1.23 on,
-        # the floor declared in pyproject.toml.
-        ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
-    ],
-    extra_compile_args=["-O0", "-UNDEBUG"] if DEBUG else ["-O3"],
-)
 
-setup(ext_modules=cythonize([extension], compiler_directives=directives))
+def extension(name):
+    """One compiled module of the package, built with the shared settings."""
+    return Extension(
+        f"cmlp.{name}",
+        [f"src/cmlp/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            # Wheels built against NumPy 2 then run on every NumPy from 1.23 on,
+            # the floor declared in pyproject.toml.
+            ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
+        ],
+        extra_compile_args=["-O0", "-UNDEBUG"] if DEBUG else ["-O3"],
+    )
+
+
+setup(ext_modules=cythonize([extension("_kernels"), extension("_optim")],
+                            compiler_directives=directives))

@@ -180,12 +180,18 @@ class MLP:
     def load_state_dict(self, state_dict):
         """Copy parameters in from a mapping keyed as :meth:`named_parameters`.
 
-        Values may be anything :func:`numpy.asarray` takes (a PyTorch model's
-        ``state_dict()`` built like the reference notebook's loads directly).
+        Values may be anything :func:`numpy.asarray` takes. A PyTorch model's
+        ``state_dict()`` loads directly: one built like the reference
+        notebook's (``layer0.weight``, ...), or an ``nn.Sequential`` of
+        ``Linear`` and activation modules (``0.weight``, ``2.weight``, ...);
+        see :func:`cmlp.io.layer_state_dict` for how keys are matched.
         Everything is checked before anything is written: missing or
         unexpected keys and wrong shapes raise a ValueError naming them, and
         leave the model unchanged.
         """
+        from cmlp.io import layer_state_dict
+
+        state_dict = layer_state_dict(state_dict)
         expected = dict(self.named_parameters())
         missing = [key for key in expected if key not in state_dict]
         unexpected = [key for key in state_dict if key not in expected]
@@ -269,6 +275,57 @@ class MLP:
         Returns the loss before the update.
         """
         return self._engine.train_step(X, Y, lr, loss)
+
+    # -- training and persistence ---------------------------------------------------
+
+    def fit(self, X, Y, **options):
+        """Train on ``(X, Y)`` with mini-batches; returns a :class:`cmlp.training.History`.
+
+        Takes the keyword options of :func:`cmlp.training.fit` (``epochs``,
+        ``batch_size``, ``lr``, ``loss``, ``optimizer``, ``momentum``,
+        ``nesterov``, ``weight_decay``, ``shuffle``, ``seed``,
+        ``validation_data``, ``early_stopping``, ``callbacks``, ``verbose``),
+        where they are documented.
+
+        Examples
+        --------
+        >>> import numpy as np, cmlp
+        >>> X = np.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]])
+        >>> net = cmlp.MLP([2, 8, 1], activation=["tanh", "sigmoid"], seed=0)
+        >>> history = net.fit(X, [0, 1, 1, 0], epochs=2000, batch_size=4, lr=0.5,
+        ...                   loss="bce", optimizer="sgd", momentum=0.9, seed=0)
+        >>> net.predict(X).round().ravel()
+        array([0., 1., 1., 0.])
+        """
+        from cmlp.training import fit
+
+        return fit(self, X, Y, **options)
+
+    def save(self, path):
+        """Write the network to a ``.npz`` file, atomically; see :func:`cmlp.io.save`."""
+        from cmlp.io import save
+
+        save(self, path)
+
+    # A network pickles as its architecture and a copy of its parameters; the
+    # compiled engine and its work buffers are rebuilt on unpickling.
+    _ENGINE_ATTRIBUTES = ("_engine", "_param_views", "_grad_views")
+
+    def __getstate__(self):
+        state = {key: value for key, value in self.__dict__.items()
+                 if key not in self._ENGINE_ATTRIBUTES}
+        state["params"] = self.params.copy()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        params = state.pop("params")
+        self.__dict__.update(state)
+        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
+                              self._dtype)
+        self._param_views = _layer_views(self._engine.params, self._sizes)
+        self._grad_views = _layer_views(self._engine.grads, self._sizes)
+        self._engine.params[...] = params
 
 
 def _check_sizes(layer_sizes):

@@ -1,0 +1,386 @@
+"""Compiled optimizers: in-place updates of a network's flat parameter buffer.
+
+An optimizer is built over the two flat buffers of an :class:`cmlp.MLP`,
+``params`` and ``grads`` (any two 1-D arrays of one dtype and length will do),
+allocates its state buffers once, and each :meth:`step` makes one pass over
+all parameters in compiled code with the GIL released. The update rules are
+PyTorch's, operation for operation, so that a network trained here follows
+the same trajectory as one trained with ``torch.optim``:
+
+* :class:`SGD` is :class:`torch.optim.SGD` (momentum, dampening, Nesterov,
+  L2 weight decay);
+* :class:`Adam` is :class:`torch.optim.Adam` (L2 or decoupled weight decay,
+  the latter being :class:`torch.optim.AdamW`).
+
+Weight decay applies to every entry of the buffer, biases included, as it
+does in PyTorch when all of a model's parameters are handed to one
+optimizer. Left out: AMSGrad, ``maximize``, per-layer parameter groups.
+
+The optimizers read the gradients; computing them (``MLP.backward``) is the
+caller's business. Plain SGD without momentum or weight decay needs no
+optimizer at all: ``MLP.train_step`` fuses it into the backward pass.
+"""
+from cython cimport floating
+from libc.math cimport pow, sqrt
+
+cimport numpy as cnp
+import numpy as np
+
+from cmlp._validation import check_learning_rate
+
+cnp.import_array()
+
+
+# ---------------------------------------------------------------------------
+# Kernels: one pass over the flat buffers, nothing allocated
+# ---------------------------------------------------------------------------
+
+cdef void _sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] buf,
+                      floating lr, floating momentum, floating keep,
+                      floating weight_decay, bint nesterov, bint first) noexcept nogil:
+    """INOUT params, buf (the momentum buffer); IN grads.
+
+    As torch.optim.SGD, per entry:
+        g = grad + weight_decay * p
+        buf = g                                      on the first step
+        buf = momentum * buf + (1 - dampening) * g   after it
+        g = g + momentum * buf  (Nesterov)  or  g = buf
+        p = p - lr * g
+    keep is 1 - dampening; with momentum 0 the buffer is not touched.
+    """
+    cdef Py_ssize_t i
+    cdef floating g, b, p
+    for i in range(params.shape[0]):
+        p = params[i]
+        g = grads[i]
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        if momentum != 0:
+            if first:
+                b = g
+            else:
+                b = buf[i] * momentum + keep * g
+            buf[i] = b
+            g = g + momentum * b if nesterov else b
+        params[i] = p - lr * g
+
+
+cdef inline floating _lerp(floating start, floating end, floating weight) noexcept nogil:
+    # torch.lerp's two-sided formula: exact at weight 0 and at weight 1.
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+cdef void _adam_update(floating[::1] params, const floating[::1] grads,
+                       floating[::1] m, floating[::1] v,
+                       floating one_minus_beta1, floating beta2, floating one_minus_beta2,
+                       floating eps, floating weight_decay, floating decay_factor,
+                       floating bias2_sqrt, floating neg_step_size) noexcept nogil:
+    """INOUT params, m (first moment), v (second moment); IN grads.
+
+    As torch.optim.Adam, per entry (bias corrections worked out by the caller):
+        p = p * (1 - lr * weight_decay)            decoupled (AdamW) only
+        g = grad + weight_decay * p                L2 (Adam) only
+        m = lerp(m, g, 1 - beta1)
+        v = v * beta2 + (1 - beta2) * g * g
+        p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    with step_size = lr / (1 - beta1^t); decay_factor is 1 for L2 decay.
+    """
+    cdef Py_ssize_t i
+    cdef floating g, p, mi, vi, denom
+    for i in range(params.shape[0]):
+        p = params[i]
+        if decay_factor != 1:
+            p = p * decay_factor
+        g = grads[i]
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        mi = _lerp(m[i], g, one_minus_beta1)
+        vi = v[i] * beta2 + one_minus_beta2 * g * g
+        m[i] = mi
+        v[i] = vi
+        denom = <floating>sqrt(vi) / bias2_sqrt + eps
+        params[i] = p + neg_step_size * (mi / denom)
+
+
+# ---------------------------------------------------------------------------
+# The optimizers: checked hyperparameters, state allocated once
+# ---------------------------------------------------------------------------
+
+cdef object _check_buffers(params, grads):
+    """params and grads as the kernels need them: 1-D, C-contiguous, one float dtype."""
+    for name, array in (("params", params), ("grads", grads)):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+        if array.ndim != 1 or not array.flags.c_contiguous or not array.flags.aligned:
+            raise ValueError(f"{name} must be a 1-D C-contiguous array, got shape {array.shape}")
+        if array.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+    if grads.dtype != params.dtype or grads.shape != params.shape:
+        raise ValueError(f"grads ({grads.dtype}, {grads.shape}) must match "
+                         f"params ({params.dtype}, {params.shape})")
+    if not params.flags.writeable:
+        raise ValueError("params must be writable")
+    return params.dtype
+
+
+cdef double _check_fraction(name, value, bint closed) except? -1:
+    """value as a float in [0, 1), or [0, 1] when closed."""
+    value = float(value)
+    if not (0 <= value < 1 or (closed and value == 1)):
+        bound = "]" if closed else ")"
+        raise ValueError(f"{name} must lie in [0, 1{bound}, got {value}")
+    return value
+
+
+cdef double _check_non_negative(name, value) except? -1:
+    value = float(value)
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+cdef class SGD:
+    """Stochastic gradient descent with momentum, exactly as :class:`torch.optim.SGD`.
+
+    Parameters
+    ----------
+    params, grads : numpy.ndarray
+        The flat buffers to update and to read, e.g. ``net.params`` and
+        ``net.grads`` of an :class:`cmlp.MLP`: 1-D, C-contiguous, both
+        float32 or both float64. The optimizer keeps references to them.
+    lr : float, default 0.01
+        Learning rate; may be changed between steps (a schedule).
+    momentum : float, default 0
+        Momentum factor in [0, 1).
+    dampening : float, default 0
+        Dampening of the momentum, in [0, 1].
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    weight_decay : float, default 0
+        L2 penalty: ``weight_decay * p`` is added to each gradient before the
+        update, for every parameter, biases included (as PyTorch does when a
+        model's ``parameters()`` form one group).
+
+    Notes
+    -----
+    Each :meth:`step` does, for every entry::
+
+        g = grad + weight_decay * p
+        buf = g                                      (first step)
+        buf = momentum * buf + (1 - dampening) * g   (later steps)
+        g = g + momentum * buf   if nesterov else   g = buf
+        p = p - lr * g
+
+    No ``1/n`` appears here: the gradients are those of the batch *mean*
+    loss already (see :class:`cmlp.MLP`).
+    """
+    cdef readonly object params, grads, momentum_buffer
+    cdef readonly double momentum, dampening, weight_decay
+    cdef readonly bint nesterov
+    cdef readonly Py_ssize_t steps
+    cdef double _lr
+    cdef bint _double
+    cdef double[::1] _p64, _g64, _b64
+    cdef float[::1] _p32, _g32, _b32
+
+    def __init__(self, params, grads, lr=0.01, momentum=0.0, dampening=0.0,
+                 nesterov=False, weight_decay=0.0):
+        dtype = _check_buffers(params, grads)
+        self._lr = check_learning_rate(lr)
+        self.momentum = _check_fraction("momentum", momentum, False)
+        self.dampening = _check_fraction("dampening", dampening, True)
+        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+        self.params = params
+        self.grads = grads
+        self.momentum_buffer = np.zeros(params.shape[0] if self.momentum else 0, dtype=dtype)
+        self.steps = 0
+        self._double = dtype == np.float64
+        if self._double:
+            self._p64, self._g64, self._b64 = params, grads, self.momentum_buffer
+        else:
+            self._p32, self._g32, self._b32 = params, grads, self.momentum_buffer
+
+    @property
+    def lr(self):
+        """The learning rate of the next step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_learning_rate(value)
+
+    def step(self):
+        """Update ``params`` in place from ``grads``: one compiled pass."""
+        cdef bint first = self.steps == 0
+        if self._double:
+            with nogil:
+                _sgd_update(self._p64, self._g64, self._b64, self._lr, self.momentum,
+                            1 - self.dampening, self.weight_decay, self.nesterov, first)
+        else:
+            with nogil:
+                _sgd_update(self._p32, self._g32, self._b32, <float>self._lr,
+                            <float>self.momentum, <float>(1 - self.dampening),
+                            <float>self.weight_decay, self.nesterov, first)
+        self.steps += 1
+
+    def state_dict(self):
+        """Copies of the state: ``{"steps": int, "momentum_buffer": array}``."""
+        return {"steps": self.steps, "momentum_buffer": self.momentum_buffer.copy()}
+
+    def load_state_dict(self, state):
+        """Restore a state from :meth:`state_dict` (copied in, checked first)."""
+        steps = _check_steps(state)
+        _copy_state(self.momentum_buffer, state, "momentum_buffer")
+        self.steps = steps
+
+    def __repr__(self):
+        return (f"SGD(lr={self._lr!r}, momentum={self.momentum!r}, dampening={self.dampening!r}, "
+                f"nesterov={bool(self.nesterov)!r}, weight_decay={self.weight_decay!r})")
+
+    def __reduce__(self):
+        raise TypeError("an optimizer holds references to a network's buffers and cannot be "
+                        "pickled; save its state_dict() instead")
+
+
+cdef class Adam:
+    """Adam, exactly as :class:`torch.optim.Adam` (and :class:`torch.optim.AdamW`).
+
+    Parameters
+    ----------
+    params, grads : numpy.ndarray
+        The flat buffers to update and to read (see :class:`SGD`).
+    lr : float, default 0.001
+        Learning rate; may be changed between steps.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates of the first and second moment averages, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator, after the square root.
+    weight_decay : float, default 0
+        Applies to every parameter, biases included, as in PyTorch.
+    decoupled_weight_decay : bool, default False
+        False: L2 decay, ``weight_decay * p`` added to the gradient (Adam).
+        True: ``p *= 1 - lr * weight_decay`` before the step (AdamW).
+
+    Notes
+    -----
+    At step ``t`` (from 1), for every entry::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+    """
+    cdef readonly object params, grads, exp_avg, exp_avg_sq
+    cdef readonly double beta1, beta2, eps, weight_decay
+    cdef readonly bint decoupled_weight_decay
+    cdef readonly Py_ssize_t steps
+    cdef double _lr
+    cdef bint _double
+    cdef double[::1] _p64, _g64, _m64, _v64
+    cdef float[::1] _p32, _g32, _m32, _v32
+
+    def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=0.0, decoupled_weight_decay=False):
+        dtype = _check_buffers(params, grads)
+        self._lr = check_learning_rate(lr)
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair of floats, got {betas!r}") from None
+        self.beta1 = _check_fraction("betas[0]", beta1, False)
+        self.beta2 = _check_fraction("betas[1]", beta2, False)
+        self.eps = _check_non_negative("eps", eps)
+        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        self.params = params
+        self.grads = grads
+        self.exp_avg = np.zeros(params.shape[0], dtype=dtype)
+        self.exp_avg_sq = np.zeros(params.shape[0], dtype=dtype)
+        self.steps = 0
+        self._double = dtype == np.float64
+        if self._double:
+            self._p64, self._g64, self._m64, self._v64 = params, grads, self.exp_avg, self.exp_avg_sq
+        else:
+            self._p32, self._g32, self._m32, self._v32 = params, grads, self.exp_avg, self.exp_avg_sq
+
+    @property
+    def lr(self):
+        """The learning rate of the next step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_learning_rate(value)
+
+    @property
+    def betas(self):
+        """``(beta1, beta2)``."""
+        return (self.beta1, self.beta2)
+
+    def step(self):
+        """Update ``params`` in place from ``grads``: one compiled pass."""
+        # The scalars are worked out in double precision as PyTorch does in
+        # Python, then rounded once to the buffers' dtype.
+        cdef double t = <double>(self.steps + 1)
+        cdef double step_size = self._lr / (1 - pow(self.beta1, t))
+        cdef double bias2_sqrt = pow(1 - pow(self.beta2, t), 0.5)
+        cdef double l2 = 0 if self.decoupled_weight_decay else self.weight_decay
+        cdef double decay = 1 - self._lr * self.weight_decay if self.decoupled_weight_decay else 1
+        if self._double:
+            with nogil:
+                _adam_update(self._p64, self._g64, self._m64, self._v64,
+                             1 - self.beta1, self.beta2, 1 - self.beta2, self.eps,
+                             l2, decay, bias2_sqrt, -step_size)
+        else:
+            with nogil:
+                _adam_update(self._p32, self._g32, self._m32, self._v32,
+                             <float>(1 - self.beta1), <float>self.beta2, <float>(1 - self.beta2),
+                             <float>self.eps, <float>l2, <float>decay, <float>bias2_sqrt,
+                             <float>-step_size)
+        self.steps += 1
+
+    def state_dict(self):
+        """Copies of the state: ``{"steps", "exp_avg", "exp_avg_sq"}``."""
+        return {"steps": self.steps, "exp_avg": self.exp_avg.copy(),
+                "exp_avg_sq": self.exp_avg_sq.copy()}
+
+    def load_state_dict(self, state):
+        """Restore a state from :meth:`state_dict` (copied in, checked first)."""
+        steps = _check_steps(state)
+        for key in ("exp_avg", "exp_avg_sq"):
+            _check_state_array(getattr(self, key), state, key)
+        _copy_state(self.exp_avg, state, "exp_avg")
+        _copy_state(self.exp_avg_sq, state, "exp_avg_sq")
+        self.steps = steps
+
+    def __repr__(self):
+        return (f"Adam(lr={self._lr!r}, betas={self.betas!r}, eps={self.eps!r}, "
+                f"weight_decay={self.weight_decay!r}, "
+                f"decoupled_weight_decay={bool(self.decoupled_weight_decay)!r})")
+
+    def __reduce__(self):
+        raise TypeError("an optimizer holds references to a network's buffers and cannot be "
+                        "pickled; save its state_dict() instead")
+
+
+cdef Py_ssize_t _check_steps(state) except -1:
+    steps = state["steps"]
+    if isinstance(steps, (bool, np.bool_)) or int(steps) != steps or steps < 0:
+        raise ValueError(f"state['steps'] must be an int >= 0, got {steps!r}")
+    return int(steps)
+
+
+cdef object _check_state_array(target, state, key):
+    value = np.asarray(state[key])
+    if value.shape != target.shape:
+        raise ValueError(f"state[{key!r}] must have shape {target.shape}, got {value.shape}")
+    return value
+
+
+cdef object _copy_state(target, state, key):
+    target[...] = _check_state_array(target, state, key)
