@@ -6,8 +6,8 @@
 #   bash tools/sanitize.sh tests/test_fuzz.py   # any pytest arguments
 #
 # Needs gcc (or clang: CC=clang) with its sanitizer runtimes, and a Python
-# that has numpy, scipy, cython, setuptools, pytest and hypothesis installed
-# (PYTHON=..., default python3). The sanitized build goes into a temporary
+# with cmlp's test requirements (numpy, scipy, pytest, hypothesis; PYTHON=...,
+# default python3); the build requirements are fetched as for `pip install .`. The sanitized build goes into a temporary
 # directory put first on PYTHONPATH: the installed cmlp is left alone.
 #
 # Any invalid read or write, use after free, or undefined behaviour in the
@@ -30,9 +30,10 @@ mkdir "$build/src"
 cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$root/LICENSE" \
     "$build/src/"
 find "$build/src" \( -name '*.c' -o -name '*.so' \) -delete
+# pip fetches the build requirements of pyproject.toml into an isolated
+# environment, as for any install; CFLAGS and LDFLAGS reach the compiler.
 CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
-    "$python" -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
-    --target "$build/site" "$build/src"
+    "$python" -m pip install -q --no-deps --target "$build/site" "$build/src"
 
 so=$(find "$build/site/cmlp" -name '_kernels*.so')
 if ! ldd "$so" | grep -q asan; then
