@@ -94,11 +94,15 @@ class MLP:
         self._sizes = _check_sizes(layer_sizes)
         self._activations = _check_activations(activation, len(self._sizes) - 1)
         self._dtype = _check_dtype(dtype)
+        self._build_engine()
+        self._init_weights(seed)
+
+    def _build_engine(self):
+        """The compiled engine and the per-layer views of its buffers (zeroed parameters)."""
         self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
                               self._dtype)
         self._param_views = _layer_views(self._engine.params, self._sizes)
         self._grad_views = _layer_views(self._engine.grads, self._sizes)
-        self._init_weights(seed)
 
     def _init_weights(self, seed):
         rng = np.random.default_rng(seed)
@@ -329,10 +333,7 @@ class MLP:
         state = dict(state)
         params = state.pop("params")
         self.__dict__.update(state)
-        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
-                              self._dtype)
-        self._param_views = _layer_views(self._engine.params, self._sizes)
-        self._grad_views = _layer_views(self._engine.grads, self._sizes)
+        self._build_engine()
         self._engine.params[...] = params
 
 
