@@ -273,19 +273,23 @@ class _Loop:
             self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
-        engine = net._engine
-        train_step, loss_and_grads, update = engine.train_step, engine.loss_and_grads, opt.step
-        lr, fused, isfinite = opt.lr, self.fused, math.isfinite
-        total = 0.0
-        for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
-            if fused:
+        # The hot loop: one compiled call (two with an optimizer) per batch.
+        engine, isfinite, total = net._engine, math.isfinite, 0.0
+        if self.fused:
+            train_step, lr = engine.train_step, opt.lr
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = train_step(X_batch, Y_batch, lr, loss)
-            else:
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", opt_state, history)
+                total += value * m
+        else:
+            loss_and_grads, update = engine.loss_and_grads, opt.step
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = loss_and_grads(X_batch, Y_batch, loss)
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", opt_state, history)
                 update()
-            if not isfinite(value):
-                self._diverged(epoch, batch, f"the loss became {value}", opt_state, history)
-            total += value * m
+                total += value * m
         if not np.isfinite(net.params).all():
             self._diverged(epoch, len(self.batches) - 1, "a parameter became NaN or infinite",
                            opt_state, history)
