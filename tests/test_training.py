@@ -338,3 +338,28 @@ def test_pickle_and_deepcopy_round_trip_bit_exactly(clone, dtype):
     np.testing.assert_array_equal(twin.params, net.params)
     twin.weights[0][:] = 0
     assert not np.array_equal(twin.params, net.params)
+
+
+def test_a_callback_can_schedule_the_learning_rate():
+    X, Y = regression_data(n=20)
+    net = cmlp.MLP([3, 4, 2], seed=0)
+    twin = copy.deepcopy(net)
+    opt = cmlp.SGD(net.params, net.grads, lr=0.4)
+
+    def halve(epoch, history):
+        opt.lr = opt.lr / 2
+
+    net.fit(X, Y, epochs=3, batch_size=10, optimizer=opt, shuffle=False, callbacks=[halve])
+    for lr in (0.4, 0.2, 0.1):
+        for start in (0, 10):
+            twin.train_step(X[start:start + 10], Y[start:start + 10], lr=lr)
+    np.testing.assert_array_equal(net.params, twin.params)
+
+
+def test_jupyters_output_stream_is_redrawn_in_place():
+    from cmlp.training import _redraws_in_place
+
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    assert _redraws_in_place(OutStream())
+    assert _redraws_in_place(Terminal())
+    assert not _redraws_in_place(io.StringIO())
