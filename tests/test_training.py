@@ -363,3 +363,23 @@ def test_jupyters_output_stream_is_redrawn_in_place():
     assert _redraws_in_place(OutStream())
     assert _redraws_in_place(Terminal())
     assert not _redraws_in_place(io.StringIO())
+
+
+def test_divergence_restores_the_optimizer_state_too():
+    X, Y = regression_data(n=32)
+    net = cmlp.MLP([3, 8, 2], activation=["relu", "identity"], seed=0)
+    opt = cmlp.Adam(net.params, net.grads, lr=0.01)
+    states = [opt.state_dict()]
+
+    def grow_lr(epoch, history):
+        states.append(opt.state_dict())
+        opt.lr = 1e300 if epoch == 1 else opt.lr  # epoch 2 blows up
+
+    with pytest.raises(TrainingDivergedError) as caught:
+        net.fit(X, Y, epochs=5, batch_size=8, optimizer=opt, callbacks=[grow_lr])
+    assert caught.value.epoch == 2
+    restored = opt.state_dict()
+    assert restored["steps"] == states[2]["steps"] == 2 * 4
+    np.testing.assert_array_equal(restored["exp_avg"], states[2]["exp_avg"])
+    np.testing.assert_array_equal(restored["exp_avg_sq"], states[2]["exp_avg_sq"])
+    assert np.isfinite(net.params).all()
