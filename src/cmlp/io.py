@@ -149,7 +149,7 @@ class _FormatError(Exception):
 def _read_model(archive, size):
     members = {info.filename[:-len(".npy")]: info for info in archive.infolist()
                if info.filename.endswith(".npy")}
-    if "format" not in members or "params" not in members:
+    if "format" not in members:
         raise _FormatError(f"it holds {sorted(members)}, not a saved network "
                            "(expected format, format_version, layer_sizes, activation, params)")
     fmt = _read_member(archive, members, "format", "U", (), size)
