@@ -151,6 +151,9 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         If ``net`` is already being trained by ``fit`` in another thread.
         One model must not be trained from two threads at once; independent
         models train in parallel threads, as the kernels release the GIL.
+        Other threads may call ``net.predict`` while it trains (each compiled
+        call holds the network's lock, so nothing is ever read half-resized),
+        but may see parameters from the middle of an epoch.
 
     Notes
     -----
