@@ -152,8 +152,8 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         One model must not be trained from two threads at once; independent
         models train in parallel threads, as the kernels release the GIL.
         Other threads may call ``net.predict`` while it trains (each compiled
-        call holds the network's lock, so nothing is ever read half-resized),
-        but may see parameters from the middle of an epoch.
+        call holds the network's lock; an optimizer step does not),
+        but may see parameters in the middle of an optimizer step.
 
     Notes
     -----
