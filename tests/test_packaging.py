@@ -75,6 +75,16 @@ def test_requires_python_classifiers_and_builds_agree():
     assert re.search(rf"NPY_TARGET_VERSION\W+{target}", (ROOT / "setup.py").read_text())
 
 
+def test_musllinux_tests_install_the_test_extra_less_scikit_learn():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    test_extra = pyproject["project"]["optional-dependencies"]["test"]
+    [musl] = [o for o in pyproject["tool"]["cibuildwheel"]["overrides"]
+              if o["select"] == "*-musllinux_*"]
+    assert musl["test-extras"] == []
+    assert musl["test-requires"] == [r for r in test_extra if not r.startswith("scikit-learn")]
+
+
 # --- one version, everywhere ------------------------------------------------
 
 def test_one_version_everywhere(tmp_path):
