@@ -9,6 +9,7 @@ against the list below; those tests skip where cibuildwheel is not installed.
 import importlib.metadata
 import importlib.util
 import os
+import platform as host
 import re
 import shutil
 import subprocess
@@ -59,6 +60,20 @@ def test_cibuildwheel_builds_exactly_the_intended_wheels(platform):
          "--platform", platform, "--archs", archs, str(ROOT)],
         capture_output=True, text=True, env=env, check=True).stdout.split()
     assert sorted(printed) == sorted(intended)
+
+
+def test_a_runner_builds_for_its_own_architecture_only():
+    """No emulated or 32-bit builds: what each native runner of wheels.yml does."""
+    pytest.importorskip("cibuildwheel")
+    platform = {"linux": "linux", "darwin": "macos", "win32": "windows"}[sys.platform]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    printed = subprocess.run(
+        [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers",
+         "--platform", platform, str(ROOT)],
+        capture_output=True, text=True, env=env, check=True).stdout.split()
+    machine = host.machine().lower()
+    intended = INTENDED_BUILDS[platform][1]
+    assert sorted(printed) == sorted(b for b in intended if b.lower().endswith(machine))
 
 
 def test_requires_python_classifiers_and_builds_agree():
