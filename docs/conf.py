@@ -4,9 +4,14 @@ The docs describe the *installed* package: ``src/`` is never put on
 ``sys.path``, so the tutorial's doctests and the plots run against the
 compiled wheel that users get (``pip install ".[docs]"`` first).
 """
+import re
 from pathlib import Path
 
+from sphinx.util import logging
+
 import cmlp
+
+logger = logging.getLogger(__name__)
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -28,6 +33,7 @@ extensions = [
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
     "myst_parser",
+    "sphinx_copybutton",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -38,10 +44,11 @@ templates_path = []
 # project. A page is built only when its source exists: no page promises
 # numbers or entries that are not there.
 OPTIONAL_PAGES = {
-    "benchmarks": ROOT / "benchmarks" / "latest.json",
-    "changelog": ROOT / "CHANGELOG.md",
+    "benchmarks": [ROOT / "benchmarks" / "latest.json", ROOT / "benchmarks" / "latest.md"],
+    "changelog": [ROOT / "CHANGELOG.md"],
 }
-MISSING_PAGES = {page for page, source in OPTIONAL_PAGES.items() if not source.exists()}
+MISSING_PAGES = {page for page, sources in OPTIONAL_PAGES.items()
+                 if not all(source.exists() for source in sources)}
 exclude_patterns += [f"{page}.*" for page in MISSING_PAGES]
 
 
@@ -52,8 +59,22 @@ def drop_missing_pages(app, docname, source):
                               if line.strip() not in MISSING_PAGES)
 
 
+def check_api_reference(app):
+    """Every name cmlp exports has an entry in api.rst, and every entry is exported."""
+    text = (DOCS / "api.rst").read_text()
+    documented = set(re.findall(r"^\.\. \w+:: cmlp\.(\w+)", text, flags=re.MULTILINE))
+    exported = set(cmlp.__all__)
+    for name in sorted(exported - documented):
+        logger.warning("cmlp.%s is exported but not in the API reference", name,
+                       location="api")
+    for name in sorted(documented - exported):
+        logger.warning("the API reference documents cmlp.%s, which cmlp does not export", name,
+                       location="api")
+
+
 def setup(app):
     app.connect("source-read", drop_missing_pages)
+    app.connect("builder-inited", check_api_reference)
 
 
 # -- nitpicky mode: every cross-reference must resolve ----------------------
@@ -94,9 +115,14 @@ plot_include_source = True
 plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 110)]
+plot_working_directory = str(DOCS)   # plot code finds ../benchmarks/ from here
 plot_rcparams = {"figure.dpi": 110, "font.size": 10, "savefig.bbox": "tight"}
 
 # -- HTML ---------------------------------------------------------------------
+# The copy button copies code without the ">>> " and "... " prompts, and
+# without the printed output, so what is copied runs as it is.
+copybutton_prompt_text = r">>> |\.\.\. "
+copybutton_prompt_is_regexp = True
 html_theme = "furo"
 html_title = f"cmlp {release}"
 html_static_path = []

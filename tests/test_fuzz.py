@@ -28,7 +28,9 @@ from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
 import cmlp
-from reference import activate, gradients
+from scipy.special import softmax
+
+from reference import gradients
 
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "identity", "softmax"]
 LOSSES = ["mse", "half_sse", "bce", "cross_entropy"]
@@ -209,7 +211,7 @@ class Refused:
 
     def check(self, call):
         with pytest.raises(tuple(kind for kind, _ in self.reasons)) as info:
-            call()
+            quietly(call)
         message = str(info.value)
         assert any(isinstance(info.value, kind) and re.search(pattern, message)
                    for kind, pattern in self.reasons), (message, self.reasons)
@@ -301,7 +303,7 @@ def reference_forward(net, X):
             magnitude = np.where(np.isfinite(a), np.abs(a), 0) @ np.abs(W).T + np.abs(b)
             z = (a[:, None, :] * W[None, :, :]).sum(axis=2) + b  # not through BLAS
             error_z = error @ np.abs(W).T + (n_in + 2) * eps * magnitude + 4 * (n_in + 1) * tiny
-            a = activate(name, z)
+            a = activate_accurately(name, z)
             if name in ("sigmoid", "tanh"):
                 away = np.maximum(np.abs(np.nan_to_num(z)) - error_z, 0)
                 slope = _sigmoid_slope(away) if name == "sigmoid" else 1 - np.tanh(away) ** 2
@@ -313,6 +315,20 @@ def reference_forward(net, X):
                 error = error_z
             error = np.where(np.isfinite(error), error, np.inf)
     return a, error
+
+
+def activate_accurately(name, z):
+    """Each activation to within an ulp, down to subnormal sigmoids (1/(1+exp(-z)) is 0 there)."""
+    if name == "sigmoid":  # scipy's expit is 1/(1+exp(-z)): 0 below z = -709
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "softmax":
+        return softmax(z, axis=1)
+    return z
 
 
 def _sigmoid_slope(t):

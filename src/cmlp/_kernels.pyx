@@ -28,7 +28,8 @@ from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
     PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
 )
-from libc.math cimport exp, expf, log, tanh, tanhf
+from cpython.float cimport PyFloat_AS_DOUBLE
+from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -256,7 +257,7 @@ cdef void _forward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t
 
 
 cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
-                          const floating[:, ::1] Y, floating[::1] D, Py_ssize_t d0,
+                          const floating[::1] Y, floating[::1] D, Py_ssize_t d0,
                           floating[::1] Z, int code, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """OUT D (n, k) = dL/dZ of the output layer; returns the loss L.
 
@@ -283,7 +284,7 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
         scale = 2.0 / (n * k) if loss == MSE else 1.0 / n
         for i in range(n):
             for j in range(k):
-                e = A[a0 + i * k + j] - Y[i, j]
+                e = A[a0 + i * k + j] - Y[i * k + j]
                 total += e * e
                 D[d0 + i * k + j] = <floating>(scale * e)
         _backprop_activation(code, A, a0, D, d0, n, k)
@@ -293,8 +294,8 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
         for i in range(n):
             for j in range(k):
                 e = A[a0 + i * k + j]
-                total -= (Y[i, j] * _clamped_log(e) + (1 - Y[i, j]) * _clamped_log(1 - e))
-                D[d0 + i * k + j] = <floating>(scale * (e - Y[i, j]))
+                total -= (Y[i * k + j] * _clamped_log(e) + (1 - Y[i * k + j]) * _clamped_log(1 - e))
+                D[d0 + i * k + j] = <floating>(scale * (e - Y[i * k + j]))
         return total * scale
     # CROSS_ENTROPY: log softmax(z) = z - logsumexp(z), from the kept z.
     for i in range(n):
@@ -307,12 +308,12 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
         y_sum = 0
         for j in range(k):
             lse += exp(Z[r + j] - top)
-            y_sum += Y[i, j]
-        lse = top + log(lse)
+            y_sum += Y[i * k + j]
+        lse = log(lse)  # logsumexp(z) - top: adding top back would round away a small loss
         for j in range(k):
-            if Y[i, j] != 0:  # 0 * log(0) counts as 0, as for one-hot targets
-                total += Y[i, j] * (lse - Z[r + j])
-            D[d0 + r + j] = <floating>((A[a0 + r + j] * y_sum - Y[i, j]) / n)
+            if Y[i * k + j] != 0:  # 0 * log(0) counts as 0, as for one-hot targets
+                total += Y[i * k + j] * ((top - Z[r + j]) + lse)
+            D[d0 + r + j] = <floating>((A[a0 + r + j] * y_sum - Y[i * k + j]) / n)
     return total / n
 
 
@@ -362,7 +363,7 @@ cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr) noe
 cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
                         floating[::1] params, floating[::1] grads,
                         floating[::1] A, floating[::1] D, floating[::1] Z,
-                        const floating[:, ::1] Y, int loss, floating lr) noexcept nogil:
+                        const floating[::1] Y, int loss, floating lr) noexcept nogil:
     """One SGD step: forward (A^(0) already in A), loss, backward, update."""
     _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
     cdef double value = _loss_and_backward(sizes, codes, n, params, grads, A, D, Z, Y, loss)
@@ -373,7 +374,7 @@ cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ss
 cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
                                Py_ssize_t n, floating[::1] params, floating[::1] grads,
                                floating[::1] A, floating[::1] D, floating[::1] Z,
-                               const floating[:, ::1] Y, int loss) noexcept nogil:
+                               const floating[::1] Y, int loss) noexcept nogil:
     """Loss and all gradients from the activations of the last forward pass."""
     cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
     cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
@@ -395,6 +396,12 @@ cdef class Engine:
     checks and casts its inputs with the GIL held, then runs the kernels with
     the GIL released. A lock makes concurrent calls on one Engine take turns,
     so threads sharing a model never see half-updated buffers.
+
+    Inputs that are already what the kernels read (an ndarray of the
+    network's dtype, C-contiguous, aligned, native byte order, of an accepted
+    shape) are checked in C and copied straight into the work buffers; only
+    anything else goes through the Python checks of ``_validation``. That fast
+    door is what keeps a one-sample step of a tiny network under a microsecond.
     """
     cdef readonly object dtype
     cdef readonly object params, grads
@@ -402,14 +409,16 @@ cdef class Engine:
     cdef readonly Py_ssize_t batch_size
     cdef readonly bint has_forward
     cdef bint _single   # the last kept forward pass was given one sample, 1-D
-    cdef object _logits_buffer, _predict_buffer
+    cdef object _logits_buffer, _targets_buffer, _predict_buffer
+    cdef Py_ssize_t _predict_size   # samples the predict buffer holds
+    cdef dict _loss_codes           # the losses the output layer admits: name -> code
     cdef Py_ssize_t[::1] _sizes
     cdef int[::1] _codes
-    cdef int _typenum
+    cdef int _typenum, _last_code
     cdef bint _double
     cdef Py_ssize_t _n_in, _n_out, _width_sum
-    cdef double[::1] _p64, _g64, _A64, _D64, _Z64
-    cdef float[::1] _p32, _g32, _A32, _D32, _Z32
+    cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
+    cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
 
     def __cinit__(self, sizes, codes, dtype):
@@ -426,7 +435,11 @@ cdef class Engine:
         self._typenum = self.dtype.num
         self._n_in = self._sizes[0]
         self._n_out = self._sizes[self._sizes.shape[0] - 1]
+        self._last_code = self._codes[self._codes.shape[0] - 1]
         self._width_sum = int(np.sum(self._sizes))
+        self._loss_codes = {name: code for name, code in LOSSES.items()
+                            if (code != BCE or self._last_code == SIGMOID)
+                            and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
         sizes_list = [int(s) for s in sizes]
         n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
         self.params = np.zeros(n_params, dtype=self.dtype)
@@ -438,7 +451,7 @@ cdef class Engine:
             self._p32 = self.params
             self._g32 = self.grads
         self._resize(0)
-        self._predict_buffer = self.activations_buffer
+        self._resize_predict(0)
 
     def __dealloc__(self):
         if self._lock != NULL:
@@ -448,58 +461,107 @@ cdef class Engine:
 
     cdef _resize(self, Py_ssize_t n):
         """Allocate the work buffers for batches of n samples."""
-        n_logits = n * self._n_out if self._codes[self._codes.shape[0] - 1] == SOFTMAX else 0
+        n_logits = n * self._n_out if self._last_code == SOFTMAX else 0
         self.activations_buffer = np.zeros(n * self._width_sum, dtype=self.dtype)
         self.deltas_buffer = np.zeros(n * (self._width_sum - self._n_in), dtype=self.dtype)
         self._logits_buffer = np.zeros(n_logits, dtype=self.dtype)
+        self._targets_buffer = np.zeros(n * self._n_out, dtype=self.dtype)
         if self._double:
             self._A64 = self.activations_buffer
             self._D64 = self.deltas_buffer
             self._Z64 = self._logits_buffer
+            self._Y64 = self._targets_buffer
         else:
             self._A32 = self.activations_buffer
             self._D32 = self.deltas_buffer
             self._Z32 = self._logits_buffer
+            self._Y32 = self._targets_buffer
         self.batch_size = n
         self.has_forward = False
 
-    cdef inline bint _is_ready_matrix(self, object M):
-        """M can go to the kernels as it is: a 2-D, C-contiguous, aligned,
-        native-byte-order ndarray of the network's dtype (else it is copied)."""
+    cdef _resize_predict(self, Py_ssize_t n):
+        """Allocate the activations of predict (kept apart from forward's) for n samples."""
+        self._predict_buffer = np.zeros(n * self._width_sum, dtype=self.dtype)
+        if self._double:
+            self._P64 = self._predict_buffer
+        else:
+            self._P32 = self._predict_buffer
+        self._predict_size = n
+
+    cdef inline bint _is_ready(self, object M):
+        """M can go to the kernels as it is: an ndarray of the network's dtype,
+        C-contiguous, aligned, native byte order (else it is checked and copied)."""
         return (cnp.PyArray_CheckExact(M)
                 and cnp.PyArray_TYPE(M) == self._typenum
-                and cnp.PyArray_NDIM(M) == 2
                 and cnp.PyArray_IS_C_CONTIGUOUS(M)
                 and cnp.PyArray_ISBEHAVED_RO(M))
 
-    cdef object _load_input(self, object X, bint* single):
-        """Return X as a checked (n, n_in) array; single: X was one sample."""
-        single[0] = False
-        if (self._is_ready_matrix(X)
-                and cnp.PyArray_DIM(X, 1) == self._n_in):
-            return X
+    cdef object _load_input(self, object X, Py_ssize_t* n, bint* single):
+        """Return X checked, its n samples in rows; single: X was one sample, 1-D."""
+        if self._is_ready(X):
+            if cnp.PyArray_NDIM(X) == 2 and cnp.PyArray_DIM(X, 1) == self._n_in:
+                n[0] = cnp.PyArray_DIM(X, 0)
+                single[0] = False
+                return X
+            if cnp.PyArray_NDIM(X) == 1 and cnp.PyArray_DIM(X, 0) == self._n_in:
+                n[0] = 1
+                single[0] = True
+                return X
         X, single[0] = as_samples(X, self._n_in, self.dtype)
+        n[0] = cnp.PyArray_DIM(X, 0)
         return X
 
     cdef object _load_targets(self, object Y, Py_ssize_t n, bint single, int loss):
-        """Return Y as a checked (n, n_out) array of the network's dtype."""
-        if (self._is_ready_matrix(Y)
-                and cnp.PyArray_DIM(Y, 0) == n
-                and cnp.PyArray_DIM(Y, 1) == self._n_out):
-            return Y
+        """Return Y checked: n * n_out values of the network's dtype, sample by sample."""
+        cdef Py_ssize_t length
+        if self._is_ready(Y):
+            if cnp.PyArray_NDIM(Y) == 2:
+                if cnp.PyArray_DIM(Y, 0) == n and cnp.PyArray_DIM(Y, 1) == self._n_out:
+                    return Y
+            elif cnp.PyArray_NDIM(Y) == 1:
+                length = cnp.PyArray_DIM(Y, 0)
+                if (single and length == self._n_out) or (self._n_out == 1 and length == n):
+                    return Y
         return as_targets(Y, n, self._n_out, self.dtype, single, loss == CROSS_ENTROPY)
 
+    cdef object _output(self, object out, Py_ssize_t n, bint single):
+        """out checked, or a new array: (n_out,) after one 1-D sample, else (n, n_out)."""
+        cdef cnp.npy_intp dims[2]
+        cdef int nd = 1 if single else 2
+        dims[0] = self._n_out if single else n
+        dims[1] = self._n_out
+        if out is None:
+            return cnp.PyArray_EMPTY(nd, dims, self._typenum, 0)
+        if (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == self._typenum
+                and cnp.PyArray_NDIM(out) == nd and cnp.PyArray_DIM(out, 0) == dims[0]
+                and (single or cnp.PyArray_DIM(out, 1) == dims[1])
+                and cnp.PyArray_IS_C_CONTIGUOUS(out) and cnp.PyArray_ISBEHAVED(out)):
+            return out
+        shape = <tuple>(self._n_out,) if single else <tuple>(n, self._n_out)
+        return as_output(out, shape, self.dtype)
+
     cdef int _loss_code(self, loss) except -1:
+        try:
+            return self._loss_codes[loss]
+        except (KeyError, TypeError):
+            pass
         try:
             code = LOSSES[loss]
         except (KeyError, TypeError):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}") from None
-        last = _name(self._codes[self._codes.shape[0] - 1])
-        if code == BCE and last != "sigmoid":
+        last = _name(self._last_code)
+        if code == BCE:
             raise ValueError(f"loss='bce' needs a sigmoid output layer, not {last!r}")
-        if code == CROSS_ENTROPY and last != "softmax":
-            raise ValueError(f"loss='cross_entropy' needs a softmax output layer, not {last!r}")
-        return code
+        raise ValueError(f"loss='cross_entropy' needs a softmax output layer, not {last!r}")
+
+    cdef double _learning_rate(self, lr) except -1:
+        """lr as a C double; a finite float >= 0 is taken as it is, anything else checked."""
+        cdef double value
+        if type(lr) is float:
+            value = PyFloat_AS_DOUBLE(lr)
+            if value >= 0 and isfinite(value):
+                return value
+        return check_learning_rate(lr)
 
     cdef int _acquire(self) except -1:
         # Uncontended, this is one atomic operation; only waiting drops the GIL.
@@ -511,17 +573,13 @@ cdef class Engine:
     cdef inline void _release(self) noexcept:
         PyThread_release_lock(self._lock)
 
-    cdef void _copy_in(self, cnp.ndarray X, cnp.ndarray buffer) noexcept:
-        """A^(0) <- X: the input block opens the activation buffer."""
-        memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(X),
-               cnp.PyArray_DIM(X, 0) * self._n_in * cnp.PyArray_ITEMSIZE(X))
-
-    cdef void _copy_out(self, cnp.ndarray buffer, cnp.ndarray out) noexcept:
-        """out <- A^(L): the output block closes the activation buffer."""
-        cdef Py_ssize_t size = cnp.PyArray_SIZE(out)
-        memcpy(cnp.PyArray_DATA(out),
-               <char*>cnp.PyArray_DATA(buffer) + (cnp.PyArray_SIZE(buffer) - size) * cnp.PyArray_ITEMSIZE(out),
-               size * cnp.PyArray_ITEMSIZE(out))
+    cdef void _load_batch(self, object X, object Y, Py_ssize_t n):
+        """A^(0) <- X and, if Y is given, the targets buffer <- Y (lock held)."""
+        if n != self.batch_size:
+            self._resize(n)
+        _copy_in(X, self.activations_buffer)
+        if Y is not None:
+            _copy_in(Y, self._targets_buffer)
 
     # -- passes -----------------------------------------------------------------
 
@@ -533,15 +591,18 @@ cdef class Engine:
         (the default) the activations stay in the work buffers for backward;
         keep=False uses a separate buffer and leaves them untouched.
         """
+        return self._forward(X, out, keep)
+
+    def predict(self, X, out=None):
+        """forward(X, out, keep=False): the output, and no state kept."""
+        return self._forward(X, out, False)
+
+    cdef object _forward(self, X, out, bint keep):
         cdef bint single
-        cdef bint keep_logits = keep and self._codes[self._codes.shape[0] - 1] == SOFTMAX
+        cdef bint keep_logits = keep and self._last_code == SOFTMAX
         cdef Py_ssize_t n
-        cdef double[::1] A64
-        cdef float[::1] A32
-        X = self._load_input(X, &single)
-        n = cnp.PyArray_DIM(X, 0)
-        shape = <tuple>(self._n_out,) if single else <tuple>(n, self._n_out)
-        out = np.empty(shape, dtype=self.dtype) if out is None else as_output(out, shape, self.dtype)
+        X = self._load_input(X, &n, &single)
+        out = self._output(out, n, single)
         if n == 0:
             if keep:
                 self.has_forward = False
@@ -549,26 +610,31 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if n != self.batch_size:
-                    self._resize(n)
-                buffer = self.activations_buffer
-            else:
-                if self._predict_buffer.shape[0] != n * self._width_sum:
-                    self._predict_buffer = np.empty(n * self._width_sum, dtype=self.dtype)
-                buffer = self._predict_buffer
-            self._copy_in(X, buffer)
-            if self._double:
-                A64 = buffer
-                with nogil:
-                    _forward(self._sizes, self._codes, n, self._p64, A64, self._Z64, keep_logits)
-            else:
-                A32 = buffer
-                with nogil:
-                    _forward(self._sizes, self._codes, n, self._p32, A32, self._Z32, keep_logits)
-            self._copy_out(buffer, out)
-            if keep:
+                self._load_batch(X, None, n)
+                if self._double:
+                    with nogil:
+                        _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
+                                 keep_logits)
+                else:
+                    with nogil:
+                        _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
+                                 keep_logits)
+                _copy_out(self.activations_buffer, out)
                 self.has_forward = True
                 self._single = single
+            else:
+                if n != self._predict_size:
+                    self._resize_predict(n)
+                _copy_in(X, self._predict_buffer)
+                if self._double:
+                    with nogil:
+                        _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64,
+                                 False)
+                else:
+                    with nogil:
+                        _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32,
+                                 False)
+                _copy_out(self._predict_buffer, out)
         finally:
             self._release()
         return out
@@ -583,8 +649,6 @@ cdef class Engine:
         cdef int code = self._loss_code(loss)
         cdef double value
         cdef Py_ssize_t n = self.batch_size
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
         if not self.has_forward:
             raise RuntimeError("backward needs a forward pass first: call forward(X)")
         Y = self._load_targets(Y, n, self._single, code)
@@ -597,23 +661,22 @@ cdef class Engine:
                 raise RuntimeError("the forward pass for this backward was replaced by "
                                    "another thread's forward; guard forward and backward "
                                    "together, or use train_step")
+            _copy_in(Y, self._targets_buffer)
             if self._double:
-                Y64 = Y
                 with nogil:
                     value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, Y64, code)
+                                               self._A64, self._D64, self._Z64, self._Y64, code)
             else:
-                Y32 = Y
                 with nogil:
                     value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, Y32, code)
+                                               self._A32, self._D32, self._Z32, self._Y32, code)
         finally:
             self._release()
         return value
 
     def sgd_step(self, lr):
         """params <- params - lr * grads, in place, one pass over the buffer."""
-        cdef double step = check_learning_rate(lr)
+        cdef double step = self._learning_rate(lr)
         self._acquire()
         try:
             if self._double:
@@ -628,32 +691,26 @@ cdef class Engine:
     def train_step(self, X, Y, lr, loss="mse"):
         """Forward, loss, backward and SGD in one compiled call; returns the loss."""
         cdef int code = self._loss_code(loss)
+        cdef double step = self._learning_rate(lr)
         cdef bint single
         cdef double value
         cdef Py_ssize_t n
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
-        cdef double step = check_learning_rate(lr)
-        X = self._load_input(X, &single)
-        n = cnp.PyArray_DIM(X, 0)
+        X = self._load_input(X, &n, &single)
         if n == 0:
             raise ValueError("X holds no samples: a training step needs at least one")
         Y = self._load_targets(Y, n, single, code)
         self._acquire()
         try:
-            if n != self.batch_size:
-                self._resize(n)
-            self._copy_in(X, self.activations_buffer)
+            self._load_batch(X, Y, n)
             if self._double:
-                Y64 = Y
                 with nogil:
                     value = _train_step(self._sizes, self._codes, n, self._p64, self._g64,
-                                        self._A64, self._D64, self._Z64, Y64, code, step)
+                                        self._A64, self._D64, self._Z64, self._Y64, code, step)
             else:
-                Y32 = Y
                 with nogil:
                     value = _train_step(self._sizes, self._codes, n, self._p32, self._g32,
-                                        self._A32, self._D32, self._Z32, Y32, code, <float>step)
+                                        self._A32, self._D32, self._Z32, self._Y32, code,
+                                        <float>step)
             self.has_forward = True
             self._single = single
         finally:
@@ -668,39 +725,45 @@ cdef class Engine:
         """
         cdef int code = self._loss_code(loss)
         cdef bint single
+        cdef bint keep_logits = self._last_code == SOFTMAX
         cdef double value
         cdef Py_ssize_t n
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
-        X = self._load_input(X, &single)
-        n = cnp.PyArray_DIM(X, 0)
+        X = self._load_input(X, &n, &single)
         if n == 0:
             raise ValueError("X holds no samples: gradients need at least one")
         Y = self._load_targets(Y, n, single, code)
         self._acquire()
         try:
-            if n != self.batch_size:
-                self._resize(n)
-            self._copy_in(X, self.activations_buffer)
+            self._load_batch(X, Y, n)
             if self._double:
-                Y64 = Y
                 with nogil:
                     _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
-                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                             keep_logits)
                     value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, Y64, code)
+                                               self._A64, self._D64, self._Z64, self._Y64, code)
             else:
-                Y32 = Y
                 with nogil:
                     _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
-                             self._codes[self._codes.shape[0] - 1] == SOFTMAX)
+                             keep_logits)
                     value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, Y32, code)
+                                               self._A32, self._D32, self._Z32, self._Y32, code)
             self.has_forward = True
             self._single = single
         finally:
             self._release()
         return value
+
+
+cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
+    """The opening block of buffer <- all of source (a checked, C-contiguous array)."""
+    memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(source), cnp.PyArray_NBYTES(source))
+
+
+cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
+    """out <- the closing block of buffer: A^(L) ends the activation buffer."""
+    cdef Py_ssize_t size = cnp.PyArray_NBYTES(out)
+    memcpy(cnp.PyArray_DATA(out), <char*>cnp.PyArray_DATA(buffer) + cnp.PyArray_NBYTES(buffer) - size,
+           size)
 
 
 cdef str _name(int code):

@@ -114,11 +114,13 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         L2 penalty added to the gradient, ``grad + weight_decay * p``, for
         every parameter, **biases included** (PyTorch's default behaviour).
     shuffle : bool, default True
-        Reshuffle the samples before every epoch.
+        Reshuffle the samples before every epoch: each epoch visits them in
+        the order ``rng.shuffle(order)`` leaves ``order = np.arange(n)`` in,
+        with ``rng = numpy.random.default_rng(seed)``.
     seed : int, numpy.random.Generator or None
-        Seed of :func:`numpy.random.default_rng` for the shuffling: the same
-        seed (and the same starting network) gives bit-identical parameters
-        and history.
+        Seed of the shuffling: the same seed (and the same starting network)
+        gives bit-identical parameters and history. A Generator is used as it
+        is, so successive calls continue its stream.
     validation_data : (X_val, Y_val), optional
         Evaluated after each epoch into ``history.val_loss``.
     early_stopping : int, optional
@@ -130,8 +132,9 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         (``epoch`` counted from 0, so ``history.loss[epoch]`` is its loss);
         returning ``True`` stops training after that epoch.
     verbose : bool, default False
-        Show a live progress line on stdout (epoch, loss, validation loss,
-        samples/s), redrawn in place in a terminal and in Jupyter.
+        Show progress on stdout (epoch, loss, validation loss, samples/s): one
+        line redrawn in place (up to ten times a second) in a terminal and in
+        Jupyter; elsewhere (a pipe, a log file) a line a second at most.
 
     Returns
     -------
@@ -216,7 +219,8 @@ class _Loop:
         self.n = X.shape[0]
         self.X, self.Y = X, Y
         if shuffle:
-            self.order = np.arange(self.n)
+            self.identity = np.arange(self.n)
+            self.order = np.empty_like(self.identity)
             self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
         else:
             self.order = None
@@ -265,6 +269,7 @@ class _Loop:
         if self.order is not None:
             # mode="clip" lets take() write straight into out (the order is
             # a permutation, so nothing is ever clipped); "raise" would buffer.
+            self.order[...] = self.identity
             self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
@@ -331,11 +336,14 @@ def loss_value(loss, A, Y):
 # ---------------------------------------------------------------------------
 
 class _Progress:
-    """One status line redrawn with a carriage return (terminals and Jupyter alike)."""
+    """A status line: redrawn in place with a carriage return where that works
+    (a terminal, Jupyter), else printed as separate lines, at most one a second."""
 
     def __init__(self, epochs, stream=None):
         self.epochs = epochs
         self.stream = sys.stdout if stream is None else stream
+        self.live = _redraws_in_place(self.stream)
+        self.interval = _PROGRESS_INTERVAL if self.live else 1.0
         self.width = 0
         self.last_draw = -math.inf
         self.pending = None
@@ -347,13 +355,16 @@ class _Progress:
         text += f"  {samples_per_second:,.0f} samples/s"
         self.pending = text
         now = time.perf_counter()
-        if now - self.last_draw >= _PROGRESS_INTERVAL:
+        if now - self.last_draw >= self.interval:
             self._draw()
             self.last_draw = now
 
     def _draw(self):
         text = self.pending
-        self.stream.write("\r" + text + " " * max(self.width - len(text), 0))
+        if self.live:
+            self.stream.write("\r" + text + " " * max(self.width - len(text), 0))
+        else:
+            self.stream.write(text + "\n")
         self.stream.flush()
         self.width = len(text)
         self.pending = None
@@ -361,9 +372,19 @@ class _Progress:
     def close(self):
         if self.pending is not None:
             self._draw()
-        if self.width:
+        if self.live and self.width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _redraws_in_place(stream):
+    """True for a terminal and for Jupyter's output stream, which both honour '\\r'."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):
+        pass
+    return type(stream).__module__.split(".")[0] == "ipykernel"
 
 
 _fitting = set()
