@@ -72,7 +72,12 @@ def check_api_reference(app):
     # A name re-exported by cmlp is documented once, as cmlp.<name>.
     exported = {f"cmlp.{name}" for name in cmlp.__all__}
     for module_name in PUBLIC_MODULES[1:]:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            logger.warning("cannot import %s for the API reference: %s", module_name, error,
+                           location="api")
+            continue
         exported |= {f"{module_name}.{name}" for name in module.__all__
                      if getattr(cmlp, name, None) is not getattr(module, name)}
     for name in sorted(exported - documented):
