@@ -62,6 +62,9 @@ LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
 # Below this many multiply-adds a product is done by hand: the BLAS call and
 # its argument checks cost more than the arithmetic.
 cdef Py_ssize_t BLAS_MIN_WORK = 4096
+# Below this many multiply-adds (batch size times parameters) a pass keeps the
+# GIL: releasing and retaking it would cost more than the pass itself.
+cdef Py_ssize_t GIL_MIN_WORK = 4096
 # PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
 # large finite loss instead of inf; we do the same to give the same numbers.
 cdef double BCE_LOG_FLOOR = -100.0
@@ -417,6 +420,7 @@ cdef class Engine:
     cdef int _typenum, _last_code
     cdef bint _double
     cdef Py_ssize_t _n_in, _n_out, _width_sum
+    cdef Py_ssize_t _work_per_sample  # multiply-adds of one sample's forward pass
     cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
     cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
@@ -442,6 +446,7 @@ cdef class Engine:
                             and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
         sizes_list = [int(s) for s in sizes]
         n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
+        self._work_per_sample = n_params
         self.params = np.zeros(n_params, dtype=self.dtype)
         self.grads = np.zeros(n_params, dtype=self.dtype)
         if self._double:
@@ -573,6 +578,13 @@ cdef class Engine:
     cdef inline void _release(self) noexcept:
         PyThread_release_lock(self._lock)
 
+    cdef inline bint _releases_gil(self, Py_ssize_t n) noexcept:
+        # Releasing and retaking the GIL costs about as much as a one-sample
+        # pass of a tiny network; below GIL_MIN_WORK the pass is over before
+        # another thread could have used it (NumPy's ufunc loops do the same).
+        # For sgd_step, n = 1 counts one sweep over the parameters.
+        return n * self._work_per_sample >= GIL_MIN_WORK
+
     cdef void _load_batch(self, object X, object Y, Py_ssize_t n):
         """A^(0) <- X and, if Y is given, the targets buffer <- Y (lock held)."""
         if n != self.batch_size:
@@ -580,6 +592,40 @@ cdef class Engine:
         _copy_in(X, self.activations_buffer)
         if Y is not None:
             _copy_in(Y, self._targets_buffer)
+
+    # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
+
+    cdef void _forward_kept(self, Py_ssize_t n, bint keep_logits) noexcept nogil:
+        if self._double:
+            _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64, keep_logits)
+        else:
+            _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32, keep_logits)
+
+    cdef void _forward_predict(self, Py_ssize_t n) noexcept nogil:
+        if self._double:
+            _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64, False)
+        else:
+            _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32, False)
+
+    cdef double _backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
+        if self._double:
+            return _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
+                                      self._A64, self._D64, self._Z64, self._Y64, code)
+        return _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                  self._A32, self._D32, self._Z32, self._Y32, code)
+
+    cdef void _sgd_pass(self, double step) noexcept nogil:
+        if self._double:
+            _sgd(self._p64, self._g64, step)
+        else:
+            _sgd(self._p32, self._g32, <float>step)
+
+    cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
+        if self._double:
+            return _train_step(self._sizes, self._codes, n, self._p64, self._g64,
+                               self._A64, self._D64, self._Z64, self._Y64, code, step)
+        return _train_step(self._sizes, self._codes, n, self._p32, self._g32,
+                           self._A32, self._D32, self._Z32, self._Y32, code, <float>step)
 
     # -- passes -----------------------------------------------------------------
 
@@ -611,14 +657,11 @@ cdef class Engine:
         try:
             if keep:
                 self._load_batch(X, None, n)
-                if self._double:
+                if self._releases_gil(n):
                     with nogil:
-                        _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
-                                 keep_logits)
+                        self._forward_kept(n, keep_logits)
                 else:
-                    with nogil:
-                        _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
-                                 keep_logits)
+                    self._forward_kept(n, keep_logits)
                 _copy_out(self.activations_buffer, out)
                 self.has_forward = True
                 self._single = single
@@ -626,14 +669,11 @@ cdef class Engine:
                 if n != self._predict_size:
                     self._resize_predict(n)
                 _copy_in(X, self._predict_buffer)
-                if self._double:
+                if self._releases_gil(n):
                     with nogil:
-                        _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64,
-                                 False)
+                        self._forward_predict(n)
                 else:
-                    with nogil:
-                        _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32,
-                                 False)
+                    self._forward_predict(n)
                 _copy_out(self._predict_buffer, out)
         finally:
             self._release()
@@ -662,14 +702,11 @@ cdef class Engine:
                                    "another thread's forward; guard forward and backward "
                                    "together, or use train_step")
             _copy_in(Y, self._targets_buffer)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, self._Y64, code)
+                    value = self._backward_pass(n, code)
             else:
-                with nogil:
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, self._Y32, code)
+                value = self._backward_pass(n, code)
         finally:
             self._release()
         return value
@@ -679,12 +716,11 @@ cdef class Engine:
         cdef double step = self._learning_rate(lr)
         self._acquire()
         try:
-            if self._double:
+            if self._releases_gil(1):
                 with nogil:
-                    _sgd(self._p64, self._g64, step)
+                    self._sgd_pass(step)
             else:
-                with nogil:
-                    _sgd(self._p32, self._g32, <float>step)
+                self._sgd_pass(step)
         finally:
             self._release()
 
@@ -702,15 +738,11 @@ cdef class Engine:
         self._acquire()
         try:
             self._load_batch(X, Y, n)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    value = _train_step(self._sizes, self._codes, n, self._p64, self._g64,
-                                        self._A64, self._D64, self._Z64, self._Y64, code, step)
+                    value = self._train_pass(n, code, step)
             else:
-                with nogil:
-                    value = _train_step(self._sizes, self._codes, n, self._p32, self._g32,
-                                        self._A32, self._D32, self._Z32, self._Y32, code,
-                                        <float>step)
+                value = self._train_pass(n, code, step)
             self.has_forward = True
             self._single = single
         finally:
@@ -735,18 +767,13 @@ cdef class Engine:
         self._acquire()
         try:
             self._load_batch(X, Y, n)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
-                             keep_logits)
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, self._Y64, code)
+                    self._forward_kept(n, keep_logits)
+                    value = self._backward_pass(n, code)
             else:
-                with nogil:
-                    _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
-                             keep_logits)
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, self._Y32, code)
+                self._forward_kept(n, keep_logits)
+                value = self._backward_pass(n, code)
             self.has_forward = True
             self._single = single
         finally:
