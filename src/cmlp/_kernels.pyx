@@ -117,24 +117,86 @@ cdef inline double _clamped_log(double x) noexcept nogil:
 cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 floating[::1] A, Py_ssize_t a0, floating[::1] B, Py_ssize_t b0,
                 floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major."""
-    cdef Py_ssize_t i, j, k
+    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major.
+
+    Small products are done by hand. Every C[i, j] is then the sum over k
+    taken in order from k = 0, the same rounding whichever loop runs; only the
+    interleaving of independent sums changes, so that no loop waits on the
+    latency of one long chain of additions.
+    """
     cdef Py_ssize_t a_row = 1 if trans_a else K
     cdef Py_ssize_t a_col = M if trans_a else 1
     cdef Py_ssize_t b_row = 1 if trans_b else N
     cdef Py_ssize_t b_col = K if trans_b else 1
-    cdef floating s
     if M == 0 or N == 0:
         return
-    if M * N * K < BLAS_MIN_WORK or K == 0:
-        for i in range(M):
+    if M * N * K >= BLAS_MIN_WORK and K > 0:
+        _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+    elif trans_b:
+        _dot_products(M, N, K, A, a0, a_row, a_col, B, b0, b_row, b_col, C, c0)
+    else:
+        _row_updates(M, N, K, A, a0, a_row, a_col, B, b0, b_row, C, c0)
+
+
+cdef void _row_updates(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
+                       floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row,
+                       floating[::1] C, Py_ssize_t c0) noexcept nogil:
+    """C[i, :] += A[i, k] B[k, :] for k = 0, 1, ...: rows of B are contiguous, so
+    the innermost loop runs along them and the compiler vectorises it."""
+    cdef Py_ssize_t i, j, k, c, b
+    cdef floating a
+    for i in range(M):
+        c = c0 + i * N
+        for j in range(N):
+            C[c + j] = 0
+        for k in range(K):
+            a = A[a0 + i * a_row + k * a_col]
+            b = b0 + k * b_row
             for j in range(N):
-                s = 0
-                for k in range(K):
-                    s = s + A[a0 + i * a_row + k * a_col] * B[b0 + k * b_row + j * b_col]
-                C[c0 + i * N + j] = s
-        return
-    _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+                C[c + j] = C[c + j] + a * B[b + j]
+
+
+cdef void _dot_products(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
+                        floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row, Py_ssize_t b_col,
+                        floating[::1] C, Py_ssize_t c0) noexcept nogil:
+    """C[i, j] = sum_k A[i, k] B[k, j] with B transposed (its columns contiguous):
+    four outputs at a time, consecutive in C (along a row, or down a column
+    when N is 1), each with its own running sum."""
+    cdef Py_ssize_t i = 0, j = 0, k, q, out = 0, size = M * N
+    cdef Py_ssize_t pa[4]
+    cdef Py_ssize_t pb[4]
+    cdef floating s0, s1, s2, s3, s
+    while out + 4 <= size:
+        for q in range(4):
+            pa[q] = a0 + i * a_row
+            pb[q] = b0 + j * b_col
+            j += 1
+            if j == N:
+                j = 0
+                i += 1
+        s0 = s1 = s2 = s3 = 0
+        for k in range(K):
+            s0 = s0 + A[pa[0] + k * a_col] * B[pb[0] + k * b_row]
+            s1 = s1 + A[pa[1] + k * a_col] * B[pb[1] + k * b_row]
+            s2 = s2 + A[pa[2] + k * a_col] * B[pb[2] + k * b_row]
+            s3 = s3 + A[pa[3] + k * a_col] * B[pb[3] + k * b_row]
+        C[c0 + out] = s0
+        C[c0 + out + 1] = s1
+        C[c0 + out + 2] = s2
+        C[c0 + out + 3] = s3
+        out += 4
+    while out < size:
+        s = 0
+        for k in range(K):
+            s = s + A[a0 + i * a_row + k * a_col] * B[b0 + j * b_col + k * b_row]
+        C[c0 + out] = s
+        out += 1
+        j += 1
+        if j == N:
+            j = 0
+            i += 1
 
 
 cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
