@@ -137,9 +137,13 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
 LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
           "cross_entropy": CROSS_ENTROPY}
 
-# Below this many multiply-adds a product is done by hand: the BLAS call and
-# its argument checks cost more than the arithmetic.
-cdef Py_ssize_t BLAS_MIN_WORK = 4096
+# Below this many multiply-adds a product is done by hand: the BLAS call, its
+# checks and its packing of the operands cost more than the arithmetic. Measured
+# (benchmarks/blas_threshold.py, CPU time of one SGD step, 24 network and batch
+# shapes, both dtypes): hand loops win up to about 512 multiply-adds, BLAS from
+# about 2048, and any threshold from 512 to 1024 is within 1% of the best for
+# every shape; a separate threshold per loop form did not pay.
+cdef Py_ssize_t BLAS_MIN_WORK = 1024
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
@@ -947,6 +951,17 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
     cdef Py_ssize_t size = cnp.PyArray_NBYTES(out)
     memcpy(cnp.PyArray_DATA(out), <char*>cnp.PyArray_DATA(buffer) + cnp.PyArray_NBYTES(buffer) - size,
            size)
+
+
+def _set_blas_min_work(Py_ssize_t work):
+    """Set the BLAS threshold (multiply-adds) and return the previous one.
+
+    For benchmarks/blas_threshold.py, which measures where BLAS starts to pay;
+    not for use while other threads are in the kernels.
+    """
+    global BLAS_MIN_WORK
+    previous, BLAS_MIN_WORK = BLAS_MIN_WORK, work
+    return previous
 
 
 cdef str _name(int code):
