@@ -90,7 +90,7 @@ def moderate_floats():
 
 
 @st.composite
-def array_of(draw, shape, dtype_name, elements):
+def array_of(draw, shape, dtype_name, elements, int_bound=None):
     """An array of the given shape and dtype; numeric dtypes get values from elements.
 
     Beyond 200 entries the drawn values repeat, to keep examples small.
@@ -106,7 +106,10 @@ def array_of(draw, shape, dtype_name, elements):
         return fill(st.booleans(), bool)
     if dtype_name.startswith(("int", "uint")):
         info = np.iinfo(dtype_name)
-        return fill(st.integers(int(info.min), int(info.max)), dtype_name)
+        low, high = int(info.min), int(info.max)
+        if int_bound is not None:  # integers of the size of the float elements
+            low, high = max(low, -int_bound), min(high, int_bound)
+        return fill(st.integers(low, high), dtype_name)
     values = fill(elements, np.float64)
     if dtype_name in ("float16", "float32", "float64", "longdouble"):
         return quietly(values.astype, dtype_name)
@@ -188,7 +191,9 @@ def samples(draw, n_features, elements=None, valid_only=False):
             (), (n,), (n, n_features, 1), (1, n, n_features), (n_features, n),
             (n, n_features + 1), (n, 0), (0,), (n, 1), (1, n_features)]))
         dtype_name = draw(st.sampled_from(NUMPY_DTYPES + ["float64"] * 6 + ["float32"] * 3))
-    array = draw(array_of(shape, dtype_name, hostile_floats() if elements is None else elements))
+    # Moderate floats come with moderate integers; hostile ones with any.
+    array = draw(array_of(shape, dtype_name, hostile_floats() if elements is None else elements,
+                          int_bound=None if elements is None else 4))
     layout = draw(st.sampled_from(sorted(LAYOUTS)))
     note(f"X: shape {shape}, dtype {dtype_name}, layout {layout}")
     return LAYOUTS[layout](array)
