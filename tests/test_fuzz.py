@@ -898,3 +898,23 @@ def test_fit_arguments(name, data):
         return
     assert isinstance(history, cmlp.History)
     assert history.epochs <= options["epochs"] and np.isfinite(net.params).all()
+
+
+@given(architectures(), st.data())
+def test_out_that_is_a_view_of_the_kept_activations_is_refused(architecture, data):
+    # Found by hand beside the fuzzing: forward(X, out=net.activations[l])
+    # overwrote A^(l), and the next backward silently used the output for it.
+    sizes, activations, dtype, seed = architecture
+    sizes = [sizes[0]] * len(sizes)  # every layer as wide as the output
+    net = build((sizes, activations, dtype, seed))
+    n = data.draw(st.integers(1, 4))
+    X = data.draw(array_of((n, sizes[0]), np.dtype(dtype).name, moderate_floats()))
+    net.forward(X)
+    layer = data.draw(st.integers(0, len(sizes) - 1))
+    before = [a.copy() for a in net.activations]
+    Refused((ValueError, "out must not share memory with the network's activations")).check(
+        lambda: net.forward(X, out=net.activations[layer]))
+    for kept, saved in zip(net.activations, before):
+        np.testing.assert_array_equal(kept, saved)
+    out = net.activations[layer]
+    np.testing.assert_array_equal(net.predict(X, out=out), net.predict(X))  # predict keeps none
