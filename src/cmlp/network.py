@@ -248,7 +248,7 @@ class MLP:
 
     def predict(self, X, out=None):
         """Like :meth:`forward`, but keeps no state: :attr:`activations` are untouched."""
-        return self._engine.forward(X, out, keep=False)
+        return self._engine.predict(X, out)
 
     def backward(self, Y, loss="mse"):
         """Loss of the last :meth:`forward` against ``Y``; fills the gradients.
