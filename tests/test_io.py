@@ -298,3 +298,17 @@ def test_from_torch_refuses_what_cmlp_cannot_express():
         from_torch(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=0)))
     with pytest.raises(ValueError, match="Tanh"):
         from_torch(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Tanh()))
+
+
+def test_a_newer_format_is_named_even_when_its_members_differ(tmp_path):
+    path = write_npz(tmp_path / "future.npz", format=np.array("cmlp"),
+                     format_version=np.array(7), weights=np.zeros(3))
+    with pytest.raises(ValueError, match="format version 7.*upgrade cmlp"):
+        cmlp.load(path)
+
+
+def test_a_missing_member_is_named(tmp_path):
+    members = good_members(cmlp.MLP([3, 2]))
+    del members["activation"]
+    with pytest.raises(ValueError, match="'activation' member is missing"):
+        cmlp.load(write_npz(tmp_path / "m.npz", **members))

@@ -200,3 +200,22 @@ def test_infinite_input_saturates_like_the_closed_form(dtype):
     tanh.weights[0][:] = 1.0
     np.testing.assert_array_equal(tanh.predict(np.array([[np.inf], [-np.inf]], dtype=dtype)),
                                   [[1.0], [-1.0]])
+
+
+@pytest.mark.parametrize("where,value,message", [
+    ("X", np.nan, "X contains NaN"), ("X", np.inf, "X contains infinity"),
+    ("Y", np.nan, "Y contains NaN"), ("X_val", np.nan, "X_val contains NaN"),
+    ("Y_val", -np.inf, "Y_val contains infinity")])
+def test_fit_refuses_nan_and_inf_up_front(dtype, where, value, message):
+    # forward propagates NaN as NumPy does; fit, like scikit-learn, refuses it
+    # before the first step, and the model is left as it was.
+    rng = np.random.default_rng(0)
+    data = {"X": rng.normal(size=(8, 3)), "Y": rng.normal(size=(8, 2)),
+            "X_val": rng.normal(size=(4, 3)), "Y_val": rng.normal(size=(4, 2))}
+    data[where][1, 1] = value
+    net = cmlp.MLP([3, 4, 2], activation=["tanh", "identity"], dtype=dtype, seed=0)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match=message):
+        net.fit(data["X"], data["Y"], epochs=2, batch_size=4, lr=0.1,
+                validation_data=(data["X_val"], data["Y_val"]))
+    np.testing.assert_array_equal(net.params, before)

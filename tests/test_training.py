@@ -338,3 +338,48 @@ def test_pickle_and_deepcopy_round_trip_bit_exactly(clone, dtype):
     np.testing.assert_array_equal(twin.params, net.params)
     twin.weights[0][:] = 0
     assert not np.array_equal(twin.params, net.params)
+
+
+def test_a_callback_can_schedule_the_learning_rate():
+    X, Y = regression_data(n=20)
+    net = cmlp.MLP([3, 4, 2], seed=0)
+    twin = copy.deepcopy(net)
+    opt = cmlp.SGD(net.params, net.grads, lr=0.4)
+
+    def halve(epoch, history):
+        opt.lr = opt.lr / 2
+
+    net.fit(X, Y, epochs=3, batch_size=10, optimizer=opt, shuffle=False, callbacks=[halve])
+    for lr in (0.4, 0.2, 0.1):
+        for start in (0, 10):
+            twin.train_step(X[start:start + 10], Y[start:start + 10], lr=lr)
+    np.testing.assert_array_equal(net.params, twin.params)
+
+
+def test_jupyters_output_stream_is_redrawn_in_place():
+    from cmlp.training import _redraws_in_place
+
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    assert _redraws_in_place(OutStream())
+    assert _redraws_in_place(Terminal())
+    assert not _redraws_in_place(io.StringIO())
+
+
+def test_divergence_restores_the_optimizer_state_too():
+    X, Y = regression_data(n=32)
+    net = cmlp.MLP([3, 8, 2], activation=["relu", "identity"], seed=0)
+    opt = cmlp.Adam(net.params, net.grads, lr=0.01)
+    states = [opt.state_dict()]
+
+    def grow_lr(epoch, history):
+        states.append(opt.state_dict())
+        opt.lr = 1e300 if epoch == 1 else opt.lr  # epoch 2 blows up
+
+    with pytest.raises(TrainingDivergedError) as caught:
+        net.fit(X, Y, epochs=5, batch_size=8, optimizer=opt, callbacks=[grow_lr])
+    assert caught.value.epoch == 2
+    restored = opt.state_dict()
+    assert restored["steps"] == states[2]["steps"] == 2 * 4
+    np.testing.assert_array_equal(restored["exp_avg"], states[2]["exp_avg"])
+    np.testing.assert_array_equal(restored["exp_avg_sq"], states[2]["exp_avg_sq"])
+    assert np.isfinite(net.params).all()

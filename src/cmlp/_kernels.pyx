@@ -40,6 +40,84 @@ from cmlp._validation import as_output, as_samples, as_targets, check_learning_r
 
 cnp.import_array()
 
+# The sigmoid of a whole row, in C so that the compiler vectorises it: glibc's
+# exp() is a function call per element, and with it the sigmoid was half the
+# time of a small network's step. The exponential is fdlibm's (the one Java's
+# StrictMath and FreeBSD use, error below 1 ulp) written without branches: k =
+# round(x / ln 2) by the 1.5 * 2^52 shift, a rational approximation on the
+# rest, and 2^k added to the exponent bits. It holds for -707 <= x <= 0; a row
+# with any |z| beyond 707, or a NaN, takes the scalar libm route instead.
+# float32 rows are computed in double and rounded once, so e is glibc's expf
+# correctly rounded: the sigmoid then takes the same float32 steps as before.
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+
+    static inline double cmlp_exp_reduced(double x) {
+        const double shift = 6755399441055744.0;        /* 1.5 * 2^52 */
+        const double inv_ln2 = 1.44269504088896338700e+00;
+        const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+        const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
+                     P3 = 6.61375632143793436117e-05, P4 = -1.65339022054652515390e-06,
+                     P5 = 4.13813679705723846039e-08;
+        double kd = x * inv_ln2 + shift, hi, lo, r, t, c, y;
+        uint64_t k_bits, y_bits;
+        memcpy(&k_bits, &kd, sizeof kd);   /* k in the low bits */
+        kd -= shift;
+        hi = x - kd * ln2_hi;
+        lo = kd * ln2_lo;
+        r = hi - lo;
+        t = r * r;
+        c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+        y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+        memcpy(&y_bits, &y, sizeof y);
+        y_bits += k_bits << 52;            /* y * 2^k */
+        memcpy(&y, &y_bits, sizeof y);
+        return y;
+    }
+
+    /* Whether every |z| <= 707 (false for NaN): then the vector route is exact. */
+    static inline int cmlp_in_range_d(const double *z, Py_ssize_t m) {
+        int ok = 1;
+        for (Py_ssize_t j = 0; j < m; j++) ok &= (fabs(z[j]) <= 707.0);
+        return ok;
+    }
+    static inline int cmlp_in_range_f(const float *z, Py_ssize_t m) {
+        int ok = 1;
+        for (Py_ssize_t j = 0; j < m; j++) ok &= (fabsf(z[j]) <= 707.0f);
+        return ok;
+    }
+
+    /* With GCC on x86-64 Linux, also compiled for AVX2 and AVX-512 and picked
+       at load time (the wheel's baseline is SSE2). Contraction into FMA is off
+       for the whole build (setup.py), so every variant rounds alike. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define CMLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define CMLP_VECTOR_CLONES
+    #endif
+
+    /* z <- sigmoid(z): 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below. */
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_row_d(double *restrict z, Py_ssize_t m) {
+        for (Py_ssize_t j = 0; j < m; j++) {
+            double e = cmlp_exp_reduced(-fabs(z[j]));
+            z[j] = (z[j] >= 0 ? 1.0 : e) / (1.0 + e);
+        }
+    }
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_row_f(float *restrict z, Py_ssize_t m) {
+        for (Py_ssize_t j = 0; j < m; j++) {
+            float e = (float)cmlp_exp_reduced(-fabs((double)z[j]));
+            z[j] = (z[j] >= 0 ? 1.0f : e) / (1.0f + e);
+        }
+    }
+    """
+    bint cmlp_in_range_d(const double* z, Py_ssize_t m) noexcept nogil
+    bint cmlp_in_range_f(const float* z, Py_ssize_t m) noexcept nogil
+    void cmlp_sigmoid_row_d(double* z, Py_ssize_t m) noexcept nogil
+    void cmlp_sigmoid_row_f(float* z, Py_ssize_t m) noexcept nogil
+
 # Codes shared with network.py; the names are the public spelling.
 cdef enum:
     IDENTITY = 0
@@ -59,9 +137,16 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
 LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
           "cross_entropy": CROSS_ENTROPY}
 
-# Below this many multiply-adds a product is done by hand: the BLAS call and
-# its argument checks cost more than the arithmetic.
-cdef Py_ssize_t BLAS_MIN_WORK = 4096
+# Below this many multiply-adds a product is done by hand: the BLAS call, its
+# checks and its packing of the operands cost more than the arithmetic. Measured
+# (benchmarks/blas_threshold.py, CPU time of one SGD step, 24 network and batch
+# shapes, both dtypes): hand loops win up to about 512 multiply-adds, BLAS from
+# about 2048, and any threshold from 512 to 1024 is within 1% of the best for
+# every shape; a separate threshold per loop form did not pay.
+cdef Py_ssize_t BLAS_MIN_WORK = 1024
+# Below this many multiply-adds (batch size times parameters) a pass keeps the
+# GIL: releasing and retaking it would cost more than the pass itself.
+cdef Py_ssize_t GIL_MIN_WORK = 4096
 # PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
 # large finite loss instead of inf; we do the same to give the same numbers.
 cdef double BCE_LOG_FLOOR = -100.0
@@ -114,24 +199,86 @@ cdef inline double _clamped_log(double x) noexcept nogil:
 cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 floating[::1] A, Py_ssize_t a0, floating[::1] B, Py_ssize_t b0,
                 floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major."""
-    cdef Py_ssize_t i, j, k
+    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major.
+
+    Small products are done by hand. Every C[i, j] is then the sum over k
+    taken in order from k = 0, the same rounding whichever loop runs; only the
+    interleaving of independent sums changes, so that no loop waits on the
+    latency of one long chain of additions.
+    """
     cdef Py_ssize_t a_row = 1 if trans_a else K
     cdef Py_ssize_t a_col = M if trans_a else 1
     cdef Py_ssize_t b_row = 1 if trans_b else N
     cdef Py_ssize_t b_col = K if trans_b else 1
-    cdef floating s
     if M == 0 or N == 0:
         return
-    if M * N * K < BLAS_MIN_WORK or K == 0:
-        for i in range(M):
+    if M * N * K >= BLAS_MIN_WORK and K > 0:
+        _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+    elif trans_b:
+        _dot_products(M, N, K, A, a0, a_row, a_col, B, b0, b_row, b_col, C, c0)
+    else:
+        _row_updates(M, N, K, A, a0, a_row, a_col, B, b0, b_row, C, c0)
+
+
+cdef void _row_updates(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
+                       floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row,
+                       floating[::1] C, Py_ssize_t c0) noexcept nogil:
+    """C[i, :] += A[i, k] B[k, :] for k = 0, 1, ...: rows of B are contiguous, so
+    the innermost loop runs along them and the compiler vectorises it."""
+    cdef Py_ssize_t i, j, k, c, b
+    cdef floating a
+    for i in range(M):
+        c = c0 + i * N
+        for j in range(N):
+            C[c + j] = 0
+        for k in range(K):
+            a = A[a0 + i * a_row + k * a_col]
+            b = b0 + k * b_row
             for j in range(N):
-                s = 0
-                for k in range(K):
-                    s = s + A[a0 + i * a_row + k * a_col] * B[b0 + k * b_row + j * b_col]
-                C[c0 + i * N + j] = s
-        return
-    _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+                C[c + j] = C[c + j] + a * B[b + j]
+
+
+cdef void _dot_products(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
+                        floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row, Py_ssize_t b_col,
+                        floating[::1] C, Py_ssize_t c0) noexcept nogil:
+    """C[i, j] = sum_k A[i, k] B[k, j] with B transposed (its columns contiguous):
+    four outputs at a time, consecutive in C (along a row, or down a column
+    when N is 1), each with its own running sum."""
+    cdef Py_ssize_t i = 0, j = 0, k, q, out = 0, size = M * N
+    cdef Py_ssize_t pa[4]
+    cdef Py_ssize_t pb[4]
+    cdef floating s0, s1, s2, s3, s
+    while out + 4 <= size:
+        for q in range(4):
+            pa[q] = a0 + i * a_row
+            pb[q] = b0 + j * b_col
+            j += 1
+            if j == N:
+                j = 0
+                i += 1
+        s0 = s1 = s2 = s3 = 0
+        for k in range(K):
+            s0 = s0 + A[pa[0] + k * a_col] * B[pb[0] + k * b_row]
+            s1 = s1 + A[pa[1] + k * a_col] * B[pb[1] + k * b_row]
+            s2 = s2 + A[pa[2] + k * a_col] * B[pb[2] + k * b_row]
+            s3 = s3 + A[pa[3] + k * a_col] * B[pb[3] + k * b_row]
+        C[c0 + out] = s0
+        C[c0 + out + 1] = s1
+        C[c0 + out + 2] = s2
+        C[c0 + out + 3] = s3
+        out += 4
+    while out < size:
+        s = 0
+        for k in range(K):
+            s = s + A[a0 + i * a_row + k * a_col] * B[b0 + j * b_col + k * b_row]
+        C[c0 + out] = s
+        out += 1
+        j += 1
+        if j == N:
+            j = 0
+            i += 1
 
 
 cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -164,7 +311,8 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
         r = z0 + i * m
         if code == SIGMOID:
             for j in range(m):
-                Z[r + j] = _sigmoid(Z[r + j] + params[b0 + j])
+                Z[r + j] = Z[r + j] + params[b0 + j]
+            _sigmoid_row(Z, r, m)
         elif code == TANH:
             for j in range(m):
                 Z[r + j] = _tanh(Z[r + j] + params[b0 + j])
@@ -176,6 +324,21 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
                 Z[r + j] = Z[r + j] + params[b0 + j]
             if code == SOFTMAX:
                 _softmax_row(Z, r, m)
+
+
+cdef void _sigmoid_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
+    """INOUT Z[r:r+m] <- sigmoid(Z[r:r+m]); vectorised unless an entry is huge or NaN."""
+    cdef Py_ssize_t j
+    if floating is float:
+        if cmlp_in_range_f(&Z[r], m):
+            cmlp_sigmoid_row_f(&Z[r], m)
+            return
+    else:
+        if cmlp_in_range_d(&Z[r], m):
+            cmlp_sigmoid_row_d(&Z[r], m)
+            return
+    for j in range(m):
+        Z[r + j] = _sigmoid(Z[r + j])
 
 
 cdef void _softmax_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
@@ -417,6 +580,7 @@ cdef class Engine:
     cdef int _typenum, _last_code
     cdef bint _double
     cdef Py_ssize_t _n_in, _n_out, _width_sum
+    cdef Py_ssize_t _work_per_sample  # multiply-adds of one sample's forward pass
     cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
     cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
@@ -442,6 +606,7 @@ cdef class Engine:
                             and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
         sizes_list = [int(s) for s in sizes]
         n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
+        self._work_per_sample = n_params
         self.params = np.zeros(n_params, dtype=self.dtype)
         self.grads = np.zeros(n_params, dtype=self.dtype)
         if self._double:
@@ -573,6 +738,13 @@ cdef class Engine:
     cdef inline void _release(self) noexcept:
         PyThread_release_lock(self._lock)
 
+    cdef inline bint _releases_gil(self, Py_ssize_t n) noexcept:
+        # Releasing and retaking the GIL costs about as much as a one-sample
+        # pass of a tiny network; below GIL_MIN_WORK the pass is over before
+        # another thread could have used it (NumPy's ufunc loops do the same).
+        # For sgd_step, n = 1 counts one sweep over the parameters.
+        return n * self._work_per_sample >= GIL_MIN_WORK
+
     cdef void _load_batch(self, object X, object Y, Py_ssize_t n):
         """A^(0) <- X and, if Y is given, the targets buffer <- Y (lock held)."""
         if n != self.batch_size:
@@ -580,6 +752,40 @@ cdef class Engine:
         _copy_in(X, self.activations_buffer)
         if Y is not None:
             _copy_in(Y, self._targets_buffer)
+
+    # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
+
+    cdef void _forward_kept(self, Py_ssize_t n, bint keep_logits) noexcept nogil:
+        if self._double:
+            _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64, keep_logits)
+        else:
+            _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32, keep_logits)
+
+    cdef void _forward_predict(self, Py_ssize_t n) noexcept nogil:
+        if self._double:
+            _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64, False)
+        else:
+            _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32, False)
+
+    cdef double _backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
+        if self._double:
+            return _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
+                                      self._A64, self._D64, self._Z64, self._Y64, code)
+        return _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                  self._A32, self._D32, self._Z32, self._Y32, code)
+
+    cdef void _sgd_pass(self, double step) noexcept nogil:
+        if self._double:
+            _sgd(self._p64, self._g64, step)
+        else:
+            _sgd(self._p32, self._g32, <float>step)
+
+    cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
+        if self._double:
+            return _train_step(self._sizes, self._codes, n, self._p64, self._g64,
+                               self._A64, self._D64, self._Z64, self._Y64, code, step)
+        return _train_step(self._sizes, self._codes, n, self._p32, self._g32,
+                           self._A32, self._D32, self._Z32, self._Y32, code, <float>step)
 
     # -- passes -----------------------------------------------------------------
 
@@ -611,14 +817,11 @@ cdef class Engine:
         try:
             if keep:
                 self._load_batch(X, None, n)
-                if self._double:
+                if self._releases_gil(n):
                     with nogil:
-                        _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
-                                 keep_logits)
+                        self._forward_kept(n, keep_logits)
                 else:
-                    with nogil:
-                        _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
-                                 keep_logits)
+                    self._forward_kept(n, keep_logits)
                 _copy_out(self.activations_buffer, out)
                 self.has_forward = True
                 self._single = single
@@ -626,14 +829,11 @@ cdef class Engine:
                 if n != self._predict_size:
                     self._resize_predict(n)
                 _copy_in(X, self._predict_buffer)
-                if self._double:
+                if self._releases_gil(n):
                     with nogil:
-                        _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64,
-                                 False)
+                        self._forward_predict(n)
                 else:
-                    with nogil:
-                        _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32,
-                                 False)
+                    self._forward_predict(n)
                 _copy_out(self._predict_buffer, out)
         finally:
             self._release()
@@ -662,14 +862,11 @@ cdef class Engine:
                                    "another thread's forward; guard forward and backward "
                                    "together, or use train_step")
             _copy_in(Y, self._targets_buffer)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, self._Y64, code)
+                    value = self._backward_pass(n, code)
             else:
-                with nogil:
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, self._Y32, code)
+                value = self._backward_pass(n, code)
         finally:
             self._release()
         return value
@@ -679,12 +876,11 @@ cdef class Engine:
         cdef double step = self._learning_rate(lr)
         self._acquire()
         try:
-            if self._double:
+            if self._releases_gil(1):
                 with nogil:
-                    _sgd(self._p64, self._g64, step)
+                    self._sgd_pass(step)
             else:
-                with nogil:
-                    _sgd(self._p32, self._g32, <float>step)
+                self._sgd_pass(step)
         finally:
             self._release()
 
@@ -702,15 +898,11 @@ cdef class Engine:
         self._acquire()
         try:
             self._load_batch(X, Y, n)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    value = _train_step(self._sizes, self._codes, n, self._p64, self._g64,
-                                        self._A64, self._D64, self._Z64, self._Y64, code, step)
+                    value = self._train_pass(n, code, step)
             else:
-                with nogil:
-                    value = _train_step(self._sizes, self._codes, n, self._p32, self._g32,
-                                        self._A32, self._D32, self._Z32, self._Y32, code,
-                                        <float>step)
+                value = self._train_pass(n, code, step)
             self.has_forward = True
             self._single = single
         finally:
@@ -735,18 +927,13 @@ cdef class Engine:
         self._acquire()
         try:
             self._load_batch(X, Y, n)
-            if self._double:
+            if self._releases_gil(n):
                 with nogil:
-                    _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64,
-                             keep_logits)
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                               self._A64, self._D64, self._Z64, self._Y64, code)
+                    self._forward_kept(n, keep_logits)
+                    value = self._backward_pass(n, code)
             else:
-                with nogil:
-                    _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32,
-                             keep_logits)
-                    value = _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                               self._A32, self._D32, self._Z32, self._Y32, code)
+                self._forward_kept(n, keep_logits)
+                value = self._backward_pass(n, code)
             self.has_forward = True
             self._single = single
         finally:
@@ -764,6 +951,17 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
     cdef Py_ssize_t size = cnp.PyArray_NBYTES(out)
     memcpy(cnp.PyArray_DATA(out), <char*>cnp.PyArray_DATA(buffer) + cnp.PyArray_NBYTES(buffer) - size,
            size)
+
+
+def _set_blas_min_work(Py_ssize_t work):
+    """Set the BLAS threshold (multiply-adds) and return the previous one.
+
+    For benchmarks/blas_threshold.py, which measures where BLAS starts to pay;
+    not for use while other threads are in the kernels.
+    """
+    global BLAS_MIN_WORK
+    previous, BLAS_MIN_WORK = BLAS_MIN_WORK, work
+    return previous
 
 
 cdef str _name(int code):

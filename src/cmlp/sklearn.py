@@ -306,7 +306,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     >>> from sklearn.datasets import load_iris
     >>> from cmlp.sklearn import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> model = MLPClassifier((16,), lr=0.01, max_iter=300, random_state=0).fit(X, y)
+    >>> model = MLPClassifier((16,), lr=0.01, max_iter=1000, random_state=0).fit(X, y)
     >>> model.score(X, y) > 0.95
     True
 """)

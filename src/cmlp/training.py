@@ -151,6 +151,9 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         If ``net`` is already being trained by ``fit`` in another thread.
         One model must not be trained from two threads at once; independent
         models train in parallel threads, as the kernels release the GIL.
+        Other threads may call ``net.predict`` while it trains (each compiled
+        call holds the network's lock; an optimizer step does not),
+        but may see parameters in the middle of an optimizer step.
 
     Notes
     -----
@@ -229,11 +232,13 @@ class _Loop:
                          min(batch_size, self.n - i)) for i in range(0, self.n, batch_size)]
         # Plain SGD is fused into the backward pass: no separate update sweep.
         self.fused = isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
+        # What a divergence restores: kept in buffers filled at each epoch's start.
         self.params_at_epoch_start = np.empty_like(net.params)
+        self.opt_at_epoch_start = opt.state_dict()
 
     def run(self, epochs, validation, patience, callbacks, progress):
         history = History()
-        best_params = None
+        best_params = np.empty_like(self.net.params) if patience is not None else None
         since_best = 0
         for epoch in range(epochs):
             started = time.perf_counter()
@@ -243,7 +248,7 @@ class _Loop:
             if patience is not None:
                 if history.best_epoch is None or history.val_loss[-1] < history.val_loss[history.best_epoch]:
                     history.best_epoch = epoch
-                    best_params = self.net.params.copy()
+                    best_params[...] = self.net.params
                     since_best = 0
                 else:
                     since_best += 1
@@ -255,7 +260,7 @@ class _Loop:
                 history.stop_reason = history.stop_reason or "callback"
             if history.stop_reason is not None:
                 break
-        if best_params is not None:
+        if history.best_epoch is not None:
             self.net.params[...] = best_params
         if progress is not None:
             progress.close()
@@ -264,8 +269,7 @@ class _Loop:
     def _epoch(self, epoch, history):
         """One pass over the batches; returns the epoch's training loss."""
         net, loss, opt = self.net, self.loss, self.opt
-        self.params_at_epoch_start[...] = net.params
-        opt_state = opt.state_dict()
+        self._remember_epoch_start()
         if self.order is not None:
             # mode="clip" lets take() write straight into out (the order is
             # a permutation, so nothing is ever clipped); "raise" would buffer.
@@ -273,27 +277,40 @@ class _Loop:
             self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
-        engine = net._engine
-        train_step, loss_and_grads, update = engine.train_step, engine.loss_and_grads, opt.step
-        lr, fused, isfinite = opt.lr, self.fused, math.isfinite
-        total = 0.0
-        for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
-            if fused:
+        # The hot loop: one compiled call (two with an optimizer) per batch.
+        engine, isfinite, total = net._engine, math.isfinite, 0.0
+        if self.fused:
+            train_step, lr = engine.train_step, opt.lr
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = train_step(X_batch, Y_batch, lr, loss)
-            else:
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", history)
+                total += value * m
+        else:
+            loss_and_grads, update = engine.loss_and_grads, opt.step
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = loss_and_grads(X_batch, Y_batch, loss)
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", history)
                 update()
-            if not isfinite(value):
-                self._diverged(epoch, batch, f"the loss became {value}", opt_state, history)
-            total += value * m
+                total += value * m
         if not np.isfinite(net.params).all():
             self._diverged(epoch, len(self.batches) - 1, "a parameter became NaN or infinite",
-                           opt_state, history)
+                           history)
         return total / self.n
 
-    def _diverged(self, epoch, batch, what, opt_state, history):
+    def _remember_epoch_start(self):
+        self.params_at_epoch_start[...] = self.net.params
+        saved = self.opt_at_epoch_start
+        for key in saved:
+            if key == "steps":
+                saved[key] = self.opt.steps
+            else:
+                saved[key][...] = getattr(self.opt, key)
+
+    def _diverged(self, epoch, batch, what, history):
         self.net.params[...] = self.params_at_epoch_start
-        self.opt.load_state_dict(opt_state)
+        self.opt.load_state_dict(self.opt_at_epoch_start)
         raise TrainingDivergedError(
             f"training diverged: {what} at epoch {epoch}, batch {batch}. The parameters were "
             f"restored to their values at the start of epoch {epoch}. Try a smaller learning "
