@@ -482,12 +482,15 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
 
 cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
                     floating[::1] params, floating[::1] grads,
-                    floating[::1] A, floating[::1] D) noexcept nogil:
+                    floating[::1] A, floating[::1] D, bint update, floating lr) noexcept nogil:
     """IN A, the output delta (end of D); OUT grads and the hidden deltas.
 
     For each layer from the output down:
         dW = delta^T A_prev,   db = sum over samples of delta,
         delta_prev = (delta W) * f'(A_prev).
+    With update, the layer then takes its SGD step W <- W - lr dW, b <- b - lr db
+    at once, while its gradient is still in cache: W has served delta_prev
+    already, and no other layer reads it. The numbers are those of _sgd after.
     """
     cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
     cdef Py_ssize_t w0 = params.shape[0], a_prev = A.shape[0], d0 = D.shape[0]
@@ -503,6 +506,8 @@ cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_
         if l > 0:
             _gemm(False, False, n, n_in, n_out, D, d0, params, w0, D, d0 - n * n_in)
             _backprop_activation(codes[l - 1], A, a_prev, D, d0 - n * n_in, n, n_in)
+        if update:
+            _sgd(params, grads, lr, w0, w0 + n_out * (n_in + 1))
 
 
 cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
@@ -516,10 +521,11 @@ cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t 
             out[o0 + j] += D[d0 + i * m + j]
 
 
-cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr) noexcept nogil:
-    """INOUT params <- params - lr * grads, one pass over the flat buffer."""
+cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
+               Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """INOUT params[start:stop] <- params - lr * grads, one pass."""
     cdef Py_ssize_t i
-    for i in range(params.shape[0]):
+    for i in range(start, stop):
         params[i] -= lr * grads[i]
 
 
@@ -527,10 +533,12 @@ cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ss
                         floating[::1] params, floating[::1] grads,
                         floating[::1] A, floating[::1] D, floating[::1] Z,
                         const floating[::1] Y, int loss, floating lr) noexcept nogil:
-    """One SGD step: forward (A^(0) already in A), loss, backward, update."""
+    """One SGD step: forward (A^(0) already in A), loss, backward with the update."""
     _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
-    cdef double value = _loss_and_backward(sizes, codes, n, params, grads, A, D, Z, Y, loss)
-    _sgd(params, grads, lr)
+    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
+    cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
+                                      Z, codes[L - 1], n, k)
+    _backward(sizes, codes, n, params, grads, A, D, True, lr)
     return value
 
 
@@ -542,7 +550,7 @@ cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes
     cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
     cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
                                       Z, codes[L - 1], n, k)
-    _backward(sizes, codes, n, params, grads, A, D)
+    _backward(sizes, codes, n, params, grads, A, D, False, 0)
     return value
 
 
@@ -776,9 +784,9 @@ cdef class Engine:
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
         if self._double:
-            _sgd(self._p64, self._g64, step)
+            _sgd(self._p64, self._g64, step, 0, self._p64.shape[0])
         else:
-            _sgd(self._p32, self._g32, <float>step)
+            _sgd(self._p32, self._g32, <float>step, 0, self._p32.shape[0])
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
         if self._double:
