@@ -1,9 +1,10 @@
 """cmlp beside NumPy, pure Python, PyTorch and scikit-learn: one SGD step, timed.
 
-Run from a clone, after ``pip install .``::
+Run from a clone, after ``pip install ".[bench]"`` (and ``pip install torch`` for the
+PyTorch engine)::
 
     python benchmarks/run.py            # full run: writes benchmarks/latest.json and latest.md
-    python benchmarks/run.py --quick    # tiny and small cases only, few repeats (CI smoke)
+    python benchmarks/run.py --quick    # checks, then tiny and small cases, few repeats (CI smoke)
     python benchmarks/run.py --check    # only the check that all engines agree after one step
 
 Every case is one SGD step -- forward, backward, update -- of a network with
@@ -635,7 +636,8 @@ def markdown(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="tiny and small cases, 3 repeats: a smoke run")
+                        help="check every case, time the tiny and small ones, 3 repeats: "
+                             "a smoke run")
     parser.add_argument("--check", action="store_true",
                         help="only check that all engines agree after one step")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
@@ -648,8 +650,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=HERE,
                         help="folder for latest.json and latest.md")
     args = parser.parse_args(argv)
+    timed_cases = args.cases
     if args.quick:
-        args.cases = [c for c in args.cases if c in ("tiny", "small1", "small32")]
+        timed_cases = [c for c in args.cases if c in ("tiny", "small1", "small32")]
         args.repeats, args.min_time = 3, 0.002
     dtypes = [np.dtype(d) for d in args.dtypes]
 
@@ -665,7 +668,7 @@ def main(argv=None):
         return 0
 
     results = []
-    for case in args.cases:
+    for case in timed_cases:
         for dtype in dtypes:
             for threads in args.threads:
                 for row in bench_cell(case, dtype, threads, args.repeats, args.min_time):
@@ -674,11 +677,11 @@ def main(argv=None):
                           "  ".join(f"{k} {_fmt_time(v)}" for k, v in row["median_s"].items()) +
                           (f"  floor {_fmt_time(row['gemm_floor_s'])}"
                            if row["gemm_floor_s"] else ""), flush=True)
-    concurrency = None if args.quick or "medium" not in args.cases else bench_concurrency()
+    concurrency = None if "medium" not in timed_cases else bench_concurrency()
     fit = None
     if not args.quick and hasattr(cmlp.MLP, "fit"):
         fit = [bench_fit(case, dtype, shuffle) for case in ("small32", "medium")
-               if case in args.cases for dtype in dtypes for shuffle in (True, False)]
+               if case in timed_cases for dtype in dtypes for shuffle in (True, False)]
     command = "python benchmarks/run.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     report = dict(
         schema=SCHEMA,
@@ -687,7 +690,7 @@ def main(argv=None):
         machine=machine_info(), blas=blas_info(),
         settings=dict(repeats=args.repeats, min_time_s=args.min_time, lr=LR,
                       dtypes=args.dtypes, threads=args.threads),
-        cases={c: CASES[c] for c in args.cases}, checks=checks, results=results,
+        cases={c: CASES[c] for c in timed_cases}, checks=checks, results=results,
         concurrency=concurrency, fit=fit,
         targets=evaluate_targets(results, concurrency, fit))
     args.out.mkdir(parents=True, exist_ok=True)
