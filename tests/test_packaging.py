@@ -9,6 +9,7 @@ against the list below; those tests skip where cibuildwheel is not installed.
 import importlib.metadata
 import importlib.util
 import os
+import platform as host
 import re
 import shutil
 import subprocess
@@ -61,6 +62,20 @@ def test_cibuildwheel_builds_exactly_the_intended_wheels(platform):
     assert sorted(printed) == sorted(intended)
 
 
+def test_a_runner_builds_for_its_own_architecture_only():
+    """No emulated or 32-bit builds: what each native runner of wheels.yml does."""
+    pytest.importorskip("cibuildwheel")
+    platform = {"linux": "linux", "darwin": "macos", "win32": "windows"}[sys.platform]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    printed = subprocess.run(
+        [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers",
+         "--platform", platform, str(ROOT)],
+        capture_output=True, text=True, env=env, check=True).stdout.split()
+    machine = host.machine().lower()
+    intended = INTENDED_BUILDS[platform][1]
+    assert sorted(printed) == sorted(b for b in intended if b.lower().endswith(machine))
+
+
 def test_requires_python_classifiers_and_builds_agree():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -73,6 +88,16 @@ def test_requires_python_classifiers_and_builds_agree():
                      if d.startswith("numpy>=")]
     target = f"NPY_{numpy_floor.replace('.', '_')}_API_VERSION"
     assert re.search(rf"NPY_TARGET_VERSION\W+{target}", (ROOT / "setup.py").read_text())
+
+
+def test_musllinux_tests_install_the_test_extra_less_scikit_learn():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    test_extra = pyproject["project"]["optional-dependencies"]["test"]
+    [musl] = [o for o in pyproject["tool"]["cibuildwheel"]["overrides"]
+              if o["select"] == "*-musllinux_*"]
+    assert musl["test-extras"] == []
+    assert musl["test-requires"] == [r for r in test_extra if not r.startswith("scikit-learn")]
 
 
 # --- one version, everywhere ------------------------------------------------

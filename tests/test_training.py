@@ -1,5 +1,6 @@
 """fit: equal to hand-written loops and to PyTorch, reproducible, and safe when things go wrong."""
 import copy
+import io
 import pickle
 import threading
 
@@ -21,10 +22,10 @@ def regression_data(n=50, n_in=3, n_out=2, seed=0, dtype=np.float64):
 def batch_orders(n, epochs, seed):
     """The sample order of each epoch, drawn as fit documents it."""
     rng = np.random.default_rng(seed)
-    order = np.arange(n)
     for _ in range(epochs):
+        order = np.arange(n)
         rng.shuffle(order)
-        yield order.copy()
+        yield order
 
 
 def test_fit_equals_train_steps_over_shuffled_batches(dtype):
@@ -178,11 +179,29 @@ def test_verbose_shows_progress_and_quiet_shows_nothing(capsys):
     net.fit(X, Y, epochs=3, validation_data=(X, Y))
     assert capsys.readouterr().out == ""
     net.fit(X, Y, epochs=3, validation_data=(X, Y), verbose=True)
-    out = capsys.readouterr().out
-    last = out.rstrip("\n").split("\r")[-1]
-    assert last.startswith("epoch 3/3  loss ")
-    assert "val_loss" in last and last.rstrip().endswith("samples/s")
-    assert out.endswith("\n") and out.count("\n") == 1
+    lines = capsys.readouterr().out.splitlines()  # not a terminal: whole lines
+    assert lines[0].startswith("epoch 1/3  loss ") and lines[-1].startswith("epoch 3/3  loss ")
+    assert all("val_loss" in line and line.endswith("samples/s") for line in lines)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_in_a_terminal_one_line_is_redrawn():
+    from cmlp.training import _Progress
+
+    stream = Terminal()
+    progress = _Progress(epochs=3, stream=stream)
+    history = cmlp.History(loss=[1.0])
+    progress.update(0, history, 100.0)
+    history.loss.append(0.25)
+    progress.update(1, history, 200.0)  # within the redraw interval: kept for later
+    progress.close()
+    out = stream.getvalue()
+    assert out == ("\repoch 1/3  loss 1  100 samples/s"
+                   "\repoch 2/3  loss 0.25  200 samples/s\n")
 
 
 def test_divergence_raises_and_restores_finite_parameters():
@@ -319,3 +338,48 @@ def test_pickle_and_deepcopy_round_trip_bit_exactly(clone, dtype):
     np.testing.assert_array_equal(twin.params, net.params)
     twin.weights[0][:] = 0
     assert not np.array_equal(twin.params, net.params)
+
+
+def test_a_callback_can_schedule_the_learning_rate():
+    X, Y = regression_data(n=20)
+    net = cmlp.MLP([3, 4, 2], seed=0)
+    twin = copy.deepcopy(net)
+    opt = cmlp.SGD(net.params, net.grads, lr=0.4)
+
+    def halve(epoch, history):
+        opt.lr = opt.lr / 2
+
+    net.fit(X, Y, epochs=3, batch_size=10, optimizer=opt, shuffle=False, callbacks=[halve])
+    for lr in (0.4, 0.2, 0.1):
+        for start in (0, 10):
+            twin.train_step(X[start:start + 10], Y[start:start + 10], lr=lr)
+    np.testing.assert_array_equal(net.params, twin.params)
+
+
+def test_jupyters_output_stream_is_redrawn_in_place():
+    from cmlp.training import _redraws_in_place
+
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    assert _redraws_in_place(OutStream())
+    assert _redraws_in_place(Terminal())
+    assert not _redraws_in_place(io.StringIO())
+
+
+def test_divergence_restores_the_optimizer_state_too():
+    X, Y = regression_data(n=32)
+    net = cmlp.MLP([3, 8, 2], activation=["relu", "identity"], seed=0)
+    opt = cmlp.Adam(net.params, net.grads, lr=0.01)
+    states = [opt.state_dict()]
+
+    def grow_lr(epoch, history):
+        states.append(opt.state_dict())
+        opt.lr = 1e300 if epoch == 1 else opt.lr  # epoch 2 blows up
+
+    with pytest.raises(TrainingDivergedError) as caught:
+        net.fit(X, Y, epochs=5, batch_size=8, optimizer=opt, callbacks=[grow_lr])
+    assert caught.value.epoch == 2
+    restored = opt.state_dict()
+    assert restored["steps"] == states[2]["steps"] == 2 * 4
+    np.testing.assert_array_equal(restored["exp_avg"], states[2]["exp_avg"])
+    np.testing.assert_array_equal(restored["exp_avg_sq"], states[2]["exp_avg_sq"])
+    assert np.isfinite(net.params).all()

@@ -40,8 +40,9 @@ LICENCE_FILES = ("LICENSE",)  # pyproject.toml's license-files
 SHIPPED_SUFFIXES = (".py", ".pyi")  # with py.typed, the sources a wheel carries as they are
 COMPILED_SUFFIXES = (".pyx",)  # each becomes one compiled module, and is itself left out
 # What a build leaves behind in a tree and must never reach a wheel or sdist.
-LEFTOVER = re.compile(
-    r"(\.(c|cpp|h|o|obj|so|pyd|dll|dylib|html|pyc)$)|(^|/)(build|dist|wheelhouse|__pycache__)/")
+LEFTOVER = re.compile(r"\.(c|cpp|o|obj|so|pyd|dll|dylib|pyc)$"  # generated C, objects, modules
+                      r"|^src/.*\.html$"  # Cython's annotation pages
+                      r"|(^|/)(build|_build|dist|wheelhouse|__pycache__)/")
 
 
 # --- what the sources say ---------------------------------------------------

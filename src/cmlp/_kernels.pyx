@@ -472,10 +472,10 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
         for j in range(k):
             lse += exp(Z[r + j] - top)
             y_sum += Y[i * k + j]
-        lse = top + log(lse)
+        lse = log(lse)  # logsumexp(z) - top: adding top back would round away a small loss
         for j in range(k):
             if Y[i * k + j] != 0:  # 0 * log(0) counts as 0, as for one-hot targets
-                total += Y[i * k + j] * (lse - Z[r + j])
+                total += Y[i * k + j] * ((top - Z[r + j]) + lse)
             D[d0 + r + j] = <floating>((A[a0 + r + j] * y_sum - Y[i * k + j]) / n)
     return total / n
 

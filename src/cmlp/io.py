@@ -54,7 +54,7 @@ def save(net, path):
         "params": net.params,
     }
     if hasattr(path, "write"):
-        np.savez(path, **arrays)
+        _write_archive(path, arrays)
         return
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
@@ -63,7 +63,7 @@ def save(net, path):
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)
+            _write_archive(file, arrays)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -74,6 +74,14 @@ def save(net, path):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _write_archive(file, arrays):
+    """The ``.npz`` layout of :func:`numpy.savez` (stored, not compressed), never pickling."""
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _fsync_directory(directory):
@@ -141,7 +149,7 @@ class _FormatError(Exception):
 def _read_model(archive, size):
     members = {info.filename[:-len(".npy")]: info for info in archive.infolist()
                if info.filename.endswith(".npy")}
-    if "format" not in members or "params" not in members:
+    if "format" not in members:
         raise _FormatError(f"it holds {sorted(members)}, not a saved network "
                            "(expected format, format_version, layer_sizes, activation, params)")
     fmt = _read_member(archive, members, "format", "U", (), size)

@@ -94,11 +94,15 @@ class MLP:
         self._sizes = _check_sizes(layer_sizes)
         self._activations = _check_activations(activation, len(self._sizes) - 1)
         self._dtype = _check_dtype(dtype)
+        self._build_engine()
+        self._init_weights(seed)
+
+    def _build_engine(self):
+        """The compiled engine and the per-layer views of its buffers (zeroed parameters)."""
         self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
                               self._dtype)
         self._param_views = _layer_views(self._engine.params, self._sizes)
         self._grad_views = _layer_views(self._engine.grads, self._sizes)
-        self._init_weights(seed)
 
     def _init_weights(self, seed):
         rng = np.random.default_rng(seed)
@@ -278,14 +282,18 @@ class MLP:
 
     # -- training and persistence ---------------------------------------------------
 
-    def fit(self, X, Y, **options):
-        """Train on ``(X, Y)`` with mini-batches; returns a :class:`cmlp.training.History`.
+    def fit(self, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="sgd",
+            momentum=0.0, nesterov=False, weight_decay=0.0, shuffle=True, seed=None,
+            validation_data=None, early_stopping=None, callbacks=(), verbose=False):
+        """Train on ``(X, Y)`` with mini-batches, in place; returns a :class:`cmlp.History`.
 
-        Takes the keyword options of :func:`cmlp.training.fit` (``epochs``,
-        ``batch_size``, ``lr``, ``loss``, ``optimizer``, ``momentum``,
-        ``nesterov``, ``weight_decay``, ``shuffle``, ``seed``,
-        ``validation_data``, ``early_stopping``, ``callbacks``, ``verbose``),
-        where they are documented.
+        Mini-batch SGD (with momentum and Nesterov) or Adam, PyTorch's update
+        rules; each batch's gradient is that of its mean loss; weight decay
+        applies to biases too, as in PyTorch. Every option is documented in
+        :func:`cmlp.training.fit`, which this calls. A non-finite loss raises
+        :class:`cmlp.TrainingDivergedError` and restores the parameters of the
+        start of that epoch. One model must not be trained from two threads
+        at once: a second concurrent ``fit`` raises a RuntimeError.
 
         Examples
         --------
@@ -299,7 +307,11 @@ class MLP:
         """
         from cmlp.training import fit
 
-        return fit(self, X, Y, **options)
+        return fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                   optimizer=optimizer, momentum=momentum, nesterov=nesterov,
+                   weight_decay=weight_decay, shuffle=shuffle, seed=seed,
+                   validation_data=validation_data, early_stopping=early_stopping,
+                   callbacks=callbacks, verbose=verbose)
 
     def save(self, path):
         """Write the network to a ``.npz`` file, atomically; see :func:`cmlp.io.save`."""
@@ -321,10 +333,7 @@ class MLP:
         state = dict(state)
         params = state.pop("params")
         self.__dict__.update(state)
-        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
-                              self._dtype)
-        self._param_views = _layer_views(self._engine.params, self._sizes)
-        self._grad_views = _layer_views(self._engine.grads, self._sizes)
+        self._build_engine()
         self._engine.params[...] = params
 
 

@@ -114,11 +114,13 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         L2 penalty added to the gradient, ``grad + weight_decay * p``, for
         every parameter, **biases included** (PyTorch's default behaviour).
     shuffle : bool, default True
-        Reshuffle the samples before every epoch.
+        Reshuffle the samples before every epoch: each epoch visits them in
+        the order ``rng.shuffle(order)`` leaves ``order = np.arange(n)`` in,
+        with ``rng = numpy.random.default_rng(seed)``.
     seed : int, numpy.random.Generator or None
-        Seed of :func:`numpy.random.default_rng` for the shuffling: the same
-        seed (and the same starting network) gives bit-identical parameters
-        and history.
+        Seed of the shuffling: the same seed (and the same starting network)
+        gives bit-identical parameters and history. A Generator is used as it
+        is, so successive calls continue its stream.
     validation_data : (X_val, Y_val), optional
         Evaluated after each epoch into ``history.val_loss``.
     early_stopping : int, optional
@@ -130,8 +132,9 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         (``epoch`` counted from 0, so ``history.loss[epoch]`` is its loss);
         returning ``True`` stops training after that epoch.
     verbose : bool, default False
-        Show a live progress line on stdout (epoch, loss, validation loss,
-        samples/s), redrawn in place in a terminal and in Jupyter.
+        Show progress on stdout (epoch, loss, validation loss, samples/s): one
+        line redrawn in place (up to ten times a second) in a terminal and in
+        Jupyter; elsewhere (a pipe, a log file) a line a second at most.
 
     Returns
     -------
@@ -148,6 +151,9 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         If ``net`` is already being trained by ``fit`` in another thread.
         One model must not be trained from two threads at once; independent
         models train in parallel threads, as the kernels release the GIL.
+        Other threads may call ``net.predict`` while it trains (each compiled
+        call holds the network's lock; an optimizer step does not),
+        but may see parameters in the middle of an optimizer step.
 
     Notes
     -----
@@ -216,7 +222,8 @@ class _Loop:
         self.n = X.shape[0]
         self.X, self.Y = X, Y
         if shuffle:
-            self.order = np.arange(self.n)
+            self.identity = np.arange(self.n)
+            self.order = np.empty_like(self.identity)
             self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
         else:
             self.order = None
@@ -225,11 +232,13 @@ class _Loop:
                          min(batch_size, self.n - i)) for i in range(0, self.n, batch_size)]
         # Plain SGD is fused into the backward pass: no separate update sweep.
         self.fused = isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
+        # What a divergence restores: kept in buffers filled at each epoch's start.
         self.params_at_epoch_start = np.empty_like(net.params)
+        self.opt_at_epoch_start = opt.state_dict()
 
     def run(self, epochs, validation, patience, callbacks, progress):
         history = History()
-        best_params = None
+        best_params = np.empty_like(self.net.params) if patience is not None else None
         since_best = 0
         for epoch in range(epochs):
             started = time.perf_counter()
@@ -239,7 +248,7 @@ class _Loop:
             if patience is not None:
                 if history.best_epoch is None or history.val_loss[-1] < history.val_loss[history.best_epoch]:
                     history.best_epoch = epoch
-                    best_params = self.net.params.copy()
+                    best_params[...] = self.net.params
                     since_best = 0
                 else:
                     since_best += 1
@@ -251,7 +260,7 @@ class _Loop:
                 history.stop_reason = history.stop_reason or "callback"
             if history.stop_reason is not None:
                 break
-        if best_params is not None:
+        if history.best_epoch is not None:
             self.net.params[...] = best_params
         if progress is not None:
             progress.close()
@@ -260,35 +269,48 @@ class _Loop:
     def _epoch(self, epoch, history):
         """One pass over the batches; returns the epoch's training loss."""
         net, loss, opt = self.net, self.loss, self.opt
-        self.params_at_epoch_start[...] = net.params
-        opt_state = opt.state_dict()
+        self._remember_epoch_start()
         if self.order is not None:
             # mode="clip" lets take() write straight into out (the order is
             # a permutation, so nothing is ever clipped); "raise" would buffer.
+            self.order[...] = self.identity
             self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
-        engine = net._engine
-        train_step, loss_and_grads, update = engine.train_step, engine.loss_and_grads, opt.step
-        lr, fused, isfinite = opt.lr, self.fused, math.isfinite
-        total = 0.0
-        for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
-            if fused:
+        # The hot loop: one compiled call (two with an optimizer) per batch.
+        engine, isfinite, total = net._engine, math.isfinite, 0.0
+        if self.fused:
+            train_step, lr = engine.train_step, opt.lr
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = train_step(X_batch, Y_batch, lr, loss)
-            else:
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", history)
+                total += value * m
+        else:
+            loss_and_grads, update = engine.loss_and_grads, opt.step
+            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
                 value = loss_and_grads(X_batch, Y_batch, loss)
+                if not isfinite(value):
+                    self._diverged(epoch, batch, f"the loss became {value}", history)
                 update()
-            if not isfinite(value):
-                self._diverged(epoch, batch, f"the loss became {value}", opt_state, history)
-            total += value * m
+                total += value * m
         if not np.isfinite(net.params).all():
             self._diverged(epoch, len(self.batches) - 1, "a parameter became NaN or infinite",
-                           opt_state, history)
+                           history)
         return total / self.n
 
-    def _diverged(self, epoch, batch, what, opt_state, history):
+    def _remember_epoch_start(self):
+        self.params_at_epoch_start[...] = self.net.params
+        saved = self.opt_at_epoch_start
+        for key in saved:
+            if key == "steps":
+                saved[key] = self.opt.steps
+            else:
+                saved[key][...] = getattr(self.opt, key)
+
+    def _diverged(self, epoch, batch, what, history):
         self.net.params[...] = self.params_at_epoch_start
-        self.opt.load_state_dict(opt_state)
+        self.opt.load_state_dict(self.opt_at_epoch_start)
         raise TrainingDivergedError(
             f"training diverged: {what} at epoch {epoch}, batch {batch}. The parameters were "
             f"restored to their values at the start of epoch {epoch}. Try a smaller learning "
@@ -331,11 +353,14 @@ def loss_value(loss, A, Y):
 # ---------------------------------------------------------------------------
 
 class _Progress:
-    """One status line redrawn with a carriage return (terminals and Jupyter alike)."""
+    """A status line: redrawn in place with a carriage return where that works
+    (a terminal, Jupyter), else printed as separate lines, at most one a second."""
 
     def __init__(self, epochs, stream=None):
         self.epochs = epochs
         self.stream = sys.stdout if stream is None else stream
+        self.live = _redraws_in_place(self.stream)
+        self.interval = _PROGRESS_INTERVAL if self.live else 1.0
         self.width = 0
         self.last_draw = -math.inf
         self.pending = None
@@ -347,13 +372,16 @@ class _Progress:
         text += f"  {samples_per_second:,.0f} samples/s"
         self.pending = text
         now = time.perf_counter()
-        if now - self.last_draw >= _PROGRESS_INTERVAL:
+        if now - self.last_draw >= self.interval:
             self._draw()
             self.last_draw = now
 
     def _draw(self):
         text = self.pending
-        self.stream.write("\r" + text + " " * max(self.width - len(text), 0))
+        if self.live:
+            self.stream.write("\r" + text + " " * max(self.width - len(text), 0))
+        else:
+            self.stream.write(text + "\n")
         self.stream.flush()
         self.width = len(text)
         self.pending = None
@@ -361,9 +389,19 @@ class _Progress:
     def close(self):
         if self.pending is not None:
             self._draw()
-        if self.width:
+        if self.live and self.width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _redraws_in_place(stream):
+    """True for a terminal and for Jupyter's output stream, which both honour '\\r'."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):
+        pass
+    return type(stream).__module__.split(".")[0] == "ipykernel"
 
 
 _fitting = set()
