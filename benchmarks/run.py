@@ -72,7 +72,8 @@ JSON schema (``schema`` 1; keys are only ever added)::
                    "gemm_floor_s": seconds or null,
                    "floor_fraction": {engine: floor / median} or {}}],
       "concurrency": {"case", "dtype", "threads_per_model", "steps",
-                      "one_thread_s", "two_threads_s", "throughput_ratio"} or null,
+                      "one_thread_s", "two_threads_s", "throughput_ratio",
+                      "control", "control_ratio"} or null,  # control: numpy.matmul alone
       "fit": [{"case", "dtype", "shuffle", "batch_size", "epochs", "n_samples", "fit_s",
                "train_steps_s", "overhead"}] or null,     # overhead: fit / steps - 1
       "targets": [{"name", "value", "limit", "comparison", "met", "where"}]
@@ -453,35 +454,48 @@ def _result_row(case, dtype, threads, operation, timed, floor):
 
 
 def bench_concurrency(case="medium", dtype=np.float32, steps=200, repeats=5):
-    """Throughput of two models on two threads over one model on one, BLAS at 1 thread."""
+    """Throughput of two models on two threads over one model on one, BLAS at 1 thread.
+
+    The control does the same with numpy.matmul of a similar duration, whose
+    BLAS call holds no GIL either: on a machine whose other load leaves no
+    second core free, the control shows it, and cmlp can do no better.
+    """
     weights, biases, X, Y = make_problem(case, dtype)
     nets = [CmlpEngine(weights, biases, X, Y) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    M = [rng.random((384, 384), dtype=dtype) for _ in range(2)]
+    P = [np.empty_like(m) for m in M]
+    controls = [lambda m=m, p=p: np.matmul(m, m, out=p) for m, p in zip(M, P)]
 
-    def train(engine):
-        step = engine.step
-        for _ in range(steps):
-            step()
+    def throughput_ratio(functions):
+        def train(fn):
+            for _ in range(steps):
+                fn()
 
-    def run(k):
-        threads = [threading.Thread(target=train, args=(nets[i],)) for i in range(k)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - start
+        def run(k):
+            threads = [threading.Thread(target=train, args=(functions[i],)) for i in range(k)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return time.perf_counter() - start
 
-    with threadpool_limits(limits=1):
-        _set_threads(1)
-        train(nets[0])
-        train(nets[1])
+        train(functions[0])
+        train(functions[1])
         one, two = [], []
         for _ in range(repeats):
             one.append(run(1))
             two.append(run(2))
-    one_s, two_s = statistics.median(one), statistics.median(two)
+        return statistics.median(one), statistics.median(two)
+
+    with threadpool_limits(limits=1):
+        _set_threads(1)
+        one_s, two_s = throughput_ratio([net.step for net in nets])
+        control_one, control_two = throughput_ratio(controls)
     return dict(case=case, dtype=np.dtype(dtype).name, threads_per_model=1, steps=steps,
-                one_thread_s=one_s, two_threads_s=two_s, throughput_ratio=2 * one_s / two_s)
+                one_thread_s=one_s, two_threads_s=two_s, throughput_ratio=2 * one_s / two_s,
+                control="numpy.matmul 384x384", control_ratio=2 * control_one / control_two)
 
 
 def bench_fit(case, dtype=np.float64, shuffle=True, batch_size=32, batches=64, epochs=10,
@@ -616,7 +630,8 @@ def markdown(report):
     if report["concurrency"]:
         c = report["concurrency"]
         out += ["", f"Two {c['case']} {c['dtype']} models on two threads (BLAS at 1 thread): "
-                f"{c['throughput_ratio']:.2f}× the throughput of one."]
+                f"{c['throughput_ratio']:.2f}× the throughput of one; two threads of "
+                f"{c['control']} alone, at the same time: {c['control_ratio']:.2f}×."]
     for f in report["fit"] or []:
         out += ["", f"`fit` on {f['case']} {f['dtype']}, batch {f['batch_size']}, "
                 f"{f['epochs']} epochs of {f['n_samples']} samples, shuffle={f['shuffle']}: "
