@@ -57,7 +57,8 @@ JSON schema (``schema`` 1; keys are only ever added)::
       "created": "2026-11-28T15:30:00+00:00",      # UTC, ISO 8601
       "command": "python benchmarks/run.py",
       "machine": {"platform", "processor", "cpu_count", "python",
-                  "versions": {package: version}},
+                  "versions": {package: version},
+                  "load_average": [1, 5, 15 minutes] at the end of the run, or null},
       "blas": [{"user_api", "internal_api", "prefix", "filename",
                 "version", "architecture", "threading_layer"}],   # threadpoolctl
       "settings": {"repeats", "min_time_s", "lr", "dtypes", "threads"},
@@ -586,8 +587,9 @@ def machine_info():
             except ImportError:
                 continue
         versions[name] = module.__version__
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return dict(platform=platform.platform(), processor=processor, cpu_count=os.cpu_count(),
-                python=platform.python_version(), versions=versions)
+                python=platform.python_version(), versions=versions, load_average=load)
 
 
 def blas_info():
@@ -632,10 +634,15 @@ def markdown(report):
         out += ["", f"Two {c['case']} {c['dtype']} models on two threads (BLAS at 1 thread): "
                 f"{c['throughput_ratio']:.2f}× the throughput of one; two threads of "
                 f"{c['control']} alone, at the same time: {c['control_ratio']:.2f}×."]
-    for f in report["fit"] or []:
-        out += ["", f"`fit` on {f['case']} {f['dtype']}, batch {f['batch_size']}, "
-                f"{f['epochs']} epochs of {f['n_samples']} samples, shuffle={f['shuffle']}: "
-                f"{100 * f['overhead']:+.1f}% over its `train_step`s."]
+    if report["fit"]:
+        f0 = report["fit"][0]
+        out += ["", f"`fit` over the same `train_step`s called from Python (batch "
+                f"{f0['batch_size']}, {f0['epochs']} epochs of {f0['n_samples']} samples, "
+                "CPU time):", "", "| case | dtype | shuffle | fit | train_steps | overhead |",
+                "|---|---|---|---|---|---|"]
+        for f in report["fit"]:
+            out.append(f"| {f['case']} | {f['dtype']} | {f['shuffle']} | {_fmt_time(f['fit_s'])} "
+                       f"| {_fmt_time(f['train_steps_s'])} | {100 * f['overhead']:+.1f}% |")
     out += ["", "| target | value | limit | met | where |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         out.append(f"| {t['name']} | {t['value']:.3g} | {t['comparison']} {t['limit']} | "
@@ -643,7 +650,9 @@ def markdown(report):
     blas = ", ".join(sorted({f"{b['internal_api']} {b['version']} ({b['architecture']})"
                              for b in report["blas"] if b["user_api"] == "blas"}))
     m = report["machine"]
-    out += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs, Python {m['python']}; "
+    load = (f", load average {m['load_average'][1]:.1f} over the last 5 minutes"
+            if m.get("load_average") else "")
+    out += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs{load}, Python {m['python']}; "
             f"BLAS: {blas}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
     return "\n".join(out) + "\n"
 
