@@ -9,7 +9,7 @@ CPython keep a few small caches (a dtype's name, a seed's entropy), a handful
 of blocks however many calls are made, while a leak keeps one per call.
 
 The million-call test is marked ``slow``: ``python -m pytest -m slow`` runs
-it; ``CMLP_MEMORY_CALLS`` bounds its count (CI uses a smaller one).
+it (CI does too); ``CMLP_MEMORY_CALLS`` sets another count.
 """
 import gc
 import os
