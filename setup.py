@@ -32,9 +32,9 @@ def extension(name):
         include_dirs=[np.get_include()],
         define_macros=[
             ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-            # Wheels built against NumPy 2 then run on every NumPy from 1.24 on,
+            # Wheels built against NumPy 2 then run on every NumPy from 1.23 on,
             # the floor declared in pyproject.toml.
-            ("NPY_TARGET_VERSION", "NPY_1_24_API_VERSION"),
+            ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
         ],
         # No contraction of a * b + c into one FMA: the kernels round the same
         # on every processor, and a product never depends on the code path.
