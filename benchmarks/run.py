@@ -1,9 +1,10 @@
 """cmlp beside NumPy, pure Python, PyTorch and scikit-learn: one SGD step, timed.
 
-Run from a clone, after ``pip install .``::
+Run from a clone, after ``pip install ".[bench]"`` (and ``pip install torch`` for the
+PyTorch engine)::
 
     python benchmarks/run.py            # full run: writes benchmarks/latest.json and latest.md
-    python benchmarks/run.py --quick    # tiny and small cases only, few repeats (CI smoke)
+    python benchmarks/run.py --quick    # checks, then tiny and small cases, few repeats (CI smoke)
     python benchmarks/run.py --check    # only the check that all engines agree after one step
 
 Every case is one SGD step -- forward, backward, update -- of a network with
@@ -56,7 +57,8 @@ JSON schema (``schema`` 1; keys are only ever added)::
       "created": "2026-11-28T15:30:00+00:00",      # UTC, ISO 8601
       "command": "python benchmarks/run.py",
       "machine": {"platform", "processor", "cpu_count", "python",
-                  "versions": {package: version}},
+                  "versions": {package: version},
+                  "load_average": [1, 5, 15 minutes] at the end of the run, or null},
       "blas": [{"user_api", "internal_api", "prefix", "filename",
                 "version", "architecture", "threading_layer"}],   # threadpoolctl
       "settings": {"repeats", "min_time_s", "lr", "dtypes", "threads"},
@@ -71,9 +73,10 @@ JSON schema (``schema`` 1; keys are only ever added)::
                    "gemm_floor_s": seconds or null,
                    "floor_fraction": {engine: floor / median} or {}}],
       "concurrency": {"case", "dtype", "threads_per_model", "steps",
-                      "one_thread_s", "two_threads_s", "throughput_ratio"} or null,
-      "fit": {"case", "dtype", "batch_size", "fit_s", "train_steps_s",
-              "overhead"} or null,
+                      "one_thread_s", "two_threads_s", "throughput_ratio",
+                      "control", "control_ratio"} or null,  # control: numpy.matmul alone
+      "fit": [{"case", "dtype", "shuffle", "batch_size", "epochs", "n_samples", "fit_s",
+               "train_steps_s", "overhead"}] or null,     # overhead: fit / steps - 1
       "targets": [{"name", "value", "limit", "comparison", "met", "where"}]
     }
 
@@ -371,28 +374,33 @@ def _update_error(before, after, expected, dtype):
 # Timing
 # ---------------------------------------------------------------------------
 
-def _loop_seconds(fn, number):
+def _loop_seconds(fn, number, clock=time.perf_counter):
     repeat = itertools.repeat(None, number)
-    start = time.perf_counter()
+    start = clock()
     for _ in repeat:
         fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _calibrate(fn, min_time):
+def _calibrate(fn, min_time, clock=time.perf_counter):
     """Calls per repeat so that one repeat lasts about min_time."""
     fn()  # warm-up: first-call allocations, lazy initialisation
     number = 1
     while True:
-        seconds = _loop_seconds(fn, number)
+        seconds = _loop_seconds(fn, number, clock)
         if seconds >= min_time / 4 or number >= 10**6:
             return max(1, int(number * min_time / max(seconds, 1e-9)))
         number *= 10
 
 
-def time_round_robin(functions, repeats, min_time):
-    """{name: (median seconds per call, number)}, all timed in alternation."""
-    numbers = {name: _calibrate(fn, min_time) for name, fn in functions.items()}
+def time_round_robin(functions, repeats, min_time, clock=time.perf_counter):
+    """{name: (median seconds per call, number)}, all timed in alternation.
+
+    clock is wall time; time.thread_time (CPU time of this thread) suits code
+    that runs on this thread alone, and leaves out the time other processes
+    took the core.
+    """
+    numbers = {name: _calibrate(fn, min_time, clock) for name, fn in functions.items()}
     samples = {name: [] for name in functions}
     names = list(functions)
     gc_was_enabled = gc.isenabled()
@@ -400,7 +408,8 @@ def time_round_robin(functions, repeats, min_time):
     try:
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                samples[name].append(_loop_seconds(functions[name], numbers[name]) / numbers[name])
+                samples[name].append(_loop_seconds(functions[name], numbers[name], clock)
+                                     / numbers[name])
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -446,61 +455,83 @@ def _result_row(case, dtype, threads, operation, timed, floor):
 
 
 def bench_concurrency(case="medium", dtype=np.float32, steps=200, repeats=5):
-    """Throughput of two models on two threads over one model on one, BLAS at 1 thread."""
+    """Throughput of two models on two threads over one model on one, BLAS at 1 thread.
+
+    The control does the same with numpy.matmul of a similar duration, whose
+    BLAS call holds no GIL either: on a machine whose other load leaves no
+    second core free, the control shows it, and cmlp can do no better.
+    """
     weights, biases, X, Y = make_problem(case, dtype)
     nets = [CmlpEngine(weights, biases, X, Y) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    M = [rng.random((384, 384), dtype=dtype) for _ in range(2)]
+    P = [np.empty_like(m) for m in M]
+    controls = [lambda m=m, p=p: np.matmul(m, m, out=p) for m, p in zip(M, P)]
 
-    def train(engine):
-        step = engine.step
-        for _ in range(steps):
-            step()
+    def throughput_ratio(functions):
+        def train(fn):
+            for _ in range(steps):
+                fn()
 
-    def run(k):
-        threads = [threading.Thread(target=train, args=(nets[i],)) for i in range(k)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - start
+        def run(k):
+            threads = [threading.Thread(target=train, args=(functions[i],)) for i in range(k)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return time.perf_counter() - start
 
-    with threadpool_limits(limits=1):
-        _set_threads(1)
-        train(nets[0])
-        train(nets[1])
+        train(functions[0])
+        train(functions[1])
         one, two = [], []
         for _ in range(repeats):
             one.append(run(1))
             two.append(run(2))
-    one_s, two_s = statistics.median(one), statistics.median(two)
+        return statistics.median(one), statistics.median(two)
+
+    with threadpool_limits(limits=1):
+        _set_threads(1)
+        one_s, two_s = throughput_ratio([net.step for net in nets])
+        control_one, control_two = throughput_ratio(controls)
     return dict(case=case, dtype=np.dtype(dtype).name, threads_per_model=1, steps=steps,
-                one_thread_s=one_s, two_threads_s=two_s, throughput_ratio=2 * one_s / two_s)
+                one_thread_s=one_s, two_threads_s=two_s, throughput_ratio=2 * one_s / two_s,
+                control="numpy.matmul 384x384", control_ratio=2 * control_one / control_two)
 
 
-def bench_fit(case="small32", dtype=np.float64, batch_size=32, epochs=3, repeats=7):
-    """fit over n samples against the same train_steps called from Python; None without fit."""
+def bench_fit(case, dtype=np.float64, shuffle=True, batch_size=32, batches=64, epochs=10,
+              repeats=7):
+    """fit against the same train_steps called from Python; None without fit.
+
+    fit runs with its defaults but for the learning rate and shuffle; the
+    train_steps go over the same batches in order, with no shuffling. Both
+    run on this thread with BLAS at one thread: timed in CPU time.
+    """
     if not hasattr(cmlp.MLP, "fit"):
         return None
     sizes = CASES[case]["layer_sizes"]
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((batch_size * 64, sizes[0])).astype(dtype)
+    X = rng.standard_normal((batch_size * batches, sizes[0])).astype(dtype)
     Y = rng.uniform(0.1, 0.9, (X.shape[0], sizes[-1])).astype(dtype)
     net = cmlp.MLP(sizes, dtype=dtype, seed=0)
-    batches = [(X[i:i + batch_size], Y[i:i + batch_size])
-               for i in range(0, X.shape[0], batch_size)]
+    split = [(X[i:i + batch_size], Y[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
+    train_step = net.train_step
 
     def by_steps():
         for _ in range(epochs):
-            for Xb, Yb in batches:
-                net.train_step(Xb, Yb, LR)
+            for Xb, Yb in split:
+                train_step(Xb, Yb, LR)
 
     def by_fit():
-        net.fit(X, Y, epochs=epochs, batch_size=batch_size, lr=LR, shuffle=False)
+        net.fit(X, Y, epochs=epochs, batch_size=batch_size, lr=LR, shuffle=shuffle, seed=0)
 
-    timed = time_round_robin({"fit": by_fit, "train_steps": by_steps}, repeats, 0.05)
+    with threadpool_limits(limits=1):
+        _set_threads(1)
+        timed = time_round_robin({"fit": by_fit, "train_steps": by_steps}, repeats, 0.05,
+                                 clock=time.thread_time)
     fit_s, steps_s = timed["fit"][0], timed["train_steps"][0]
-    return dict(case=case, dtype=np.dtype(dtype).name, batch_size=batch_size, epochs=epochs,
-                n_samples=X.shape[0], fit_s=fit_s, train_steps_s=steps_s,
+    return dict(case=case, dtype=np.dtype(dtype).name, shuffle=shuffle, batch_size=batch_size,
+                epochs=epochs, n_samples=X.shape[0], fit_s=fit_s, train_steps_s=steps_s,
                 overhead=fit_s / steps_s - 1)
 
 
@@ -530,11 +561,12 @@ def evaluate_targets(results, concurrency, fit):
         rows.append(dict(name="two models on two threads", value=value, limit=1.7,
                          comparison=">=", met=bool(value >= 1.7),
                          where=f"{concurrency['case']} {concurrency['dtype']}, BLAS 1 thread"))
-    if fit:
-        value = 1 + fit["overhead"]
+    for f in fit or []:
+        value = 1 + f["overhead"]
         rows.append(dict(name="fit over its train_steps", value=value, limit=1.10,
                          comparison="<=", met=bool(value <= 1.10),
-                         where=f"{fit['case']} {fit['dtype']}, batch {fit['batch_size']}"))
+                         where=f"{f['case']} {f['dtype']}, batch {f['batch_size']}, "
+                               f"shuffle={f['shuffle']}"))
     return rows
 
 
@@ -555,8 +587,9 @@ def machine_info():
             except ImportError:
                 continue
         versions[name] = module.__version__
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return dict(platform=platform.platform(), processor=processor, cpu_count=os.cpu_count(),
-                python=platform.python_version(), versions=versions)
+                python=platform.python_version(), versions=versions, load_average=load)
 
 
 def blas_info():
@@ -599,11 +632,17 @@ def markdown(report):
     if report["concurrency"]:
         c = report["concurrency"]
         out += ["", f"Two {c['case']} {c['dtype']} models on two threads (BLAS at 1 thread): "
-                f"{c['throughput_ratio']:.2f}× the throughput of one."]
+                f"{c['throughput_ratio']:.2f}× the throughput of one; two threads of "
+                f"{c['control']} alone, at the same time: {c['control_ratio']:.2f}×."]
     if report["fit"]:
-        f = report["fit"]
-        out += ["", f"`fit` on {f['case']} {f['dtype']}, batch {f['batch_size']}: "
-                f"{100 * f['overhead']:+.1f}% over its `train_step`s."]
+        f0 = report["fit"][0]
+        out += ["", f"`fit` over the same `train_step`s called from Python (batch "
+                f"{f0['batch_size']}, {f0['epochs']} epochs of {f0['n_samples']} samples, "
+                "CPU time):", "", "| case | dtype | shuffle | fit | train_steps | overhead |",
+                "|---|---|---|---|---|---|"]
+        for f in report["fit"]:
+            out.append(f"| {f['case']} | {f['dtype']} | {f['shuffle']} | {_fmt_time(f['fit_s'])} "
+                       f"| {_fmt_time(f['train_steps_s'])} | {100 * f['overhead']:+.1f}% |")
     out += ["", "| target | value | limit | met | where |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         out.append(f"| {t['name']} | {t['value']:.3g} | {t['comparison']} {t['limit']} | "
@@ -611,7 +650,9 @@ def markdown(report):
     blas = ", ".join(sorted({f"{b['internal_api']} {b['version']} ({b['architecture']})"
                              for b in report["blas"] if b["user_api"] == "blas"}))
     m = report["machine"]
-    out += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs, Python {m['python']}; "
+    load = (f", load average {m['load_average'][1]:.1f} over the last 5 minutes"
+            if m.get("load_average") else "")
+    out += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs{load}, Python {m['python']}; "
             f"BLAS: {blas}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
     return "\n".join(out) + "\n"
 
@@ -619,7 +660,8 @@ def markdown(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="tiny and small cases, 3 repeats: a smoke run")
+                        help="check every case, time the tiny and small ones, 3 repeats: "
+                             "a smoke run")
     parser.add_argument("--check", action="store_true",
                         help="only check that all engines agree after one step")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
@@ -632,8 +674,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=HERE,
                         help="folder for latest.json and latest.md")
     args = parser.parse_args(argv)
+    timed_cases = args.cases
     if args.quick:
-        args.cases = [c for c in args.cases if c in ("tiny", "small1", "small32")]
+        timed_cases = [c for c in args.cases if c in ("tiny", "small1", "small32")]
         args.repeats, args.min_time = 3, 0.002
     dtypes = [np.dtype(d) for d in args.dtypes]
 
@@ -649,7 +692,7 @@ def main(argv=None):
         return 0
 
     results = []
-    for case in args.cases:
+    for case in timed_cases:
         for dtype in dtypes:
             for threads in args.threads:
                 for row in bench_cell(case, dtype, threads, args.repeats, args.min_time):
@@ -658,8 +701,11 @@ def main(argv=None):
                           "  ".join(f"{k} {_fmt_time(v)}" for k, v in row["median_s"].items()) +
                           (f"  floor {_fmt_time(row['gemm_floor_s'])}"
                            if row["gemm_floor_s"] else ""), flush=True)
-    concurrency = None if args.quick or "medium" not in args.cases else bench_concurrency()
-    fit = None if args.quick else bench_fit()
+    concurrency = None if "medium" not in timed_cases else bench_concurrency()
+    fit = None
+    if not args.quick and hasattr(cmlp.MLP, "fit"):
+        fit = [bench_fit(case, dtype, shuffle) for case in ("small32", "medium")
+               if case in timed_cases for dtype in dtypes for shuffle in (True, False)]
     command = "python benchmarks/run.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     report = dict(
         schema=SCHEMA,
@@ -668,7 +714,7 @@ def main(argv=None):
         machine=machine_info(), blas=blas_info(),
         settings=dict(repeats=args.repeats, min_time_s=args.min_time, lr=LR,
                       dtypes=args.dtypes, threads=args.threads),
-        cases={c: CASES[c] for c in args.cases}, checks=checks, results=results,
+        cases={c: CASES[c] for c in timed_cases}, checks=checks, results=results,
         concurrency=concurrency, fit=fit,
         targets=evaluate_targets(results, concurrency, fit))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,23 @@ def test_bad_parameters_raise_at_fit(bad, message):
     X, y = iris()
     with pytest.raises(ValueError, match=message):
         MLPClassifier(**bad).fit(X, y)
+
+
+def test_multi_label_targets_train_a_sigmoid_output_with_bce():
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(n_samples=300, n_features=10, n_classes=4,
+                                          random_state=0)
+    X = StandardScaler().fit_transform(X)
+    model = MLPClassifier((32,), lr=0.01, max_iter=300, random_state=0).fit(X, Y)
+    assert model.out_activation_ == "sigmoid" and model.net_.activation[-1] == "sigmoid"
+    assert model.classes_.tolist() == [0, 1, 2, 3]
+    proba = model.predict_proba(X)
+    predicted = model.predict(X)
+    assert predicted.shape == Y.shape
+    np.testing.assert_array_equal(predicted, (proba > 0.5).astype(int))
+    assert np.mean(predicted == Y) > 0.9  # per-label accuracy on the training set
+    with pytest.raises(ValueError, match="multi-label"):
+        model.partial_fit(X, Y[:, 0])
+    with pytest.raises(ValueError, match="indicator"):
+        MLPClassifier().fit(X, Y * 2)

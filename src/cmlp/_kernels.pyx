@@ -78,16 +78,31 @@ cdef extern from *:
         return y;
     }
 
-    /* Whether every |z| <= 707 (false for NaN): then the vector route is exact. */
-    static inline int cmlp_in_range_d(const double *z, Py_ssize_t m) {
+    /* z <- z + b; returns whether every |z| <= 707 (false for NaN): then the
+       vector route of the sigmoid is exact. */
+    static inline int cmlp_add_bias_d(double *restrict z, const double *restrict b, Py_ssize_t m) {
         int ok = 1;
-        for (Py_ssize_t j = 0; j < m; j++) ok &= (fabs(z[j]) <= 707.0);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            z[j] = z[j] + b[j];
+            ok &= (fabs(z[j]) <= 707.0);
+        }
         return ok;
     }
-    static inline int cmlp_in_range_f(const float *z, Py_ssize_t m) {
+    static inline int cmlp_add_bias_f(float *restrict z, const float *restrict b, Py_ssize_t m) {
         int ok = 1;
-        for (Py_ssize_t j = 0; j < m; j++) ok &= (fabsf(z[j]) <= 707.0f);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            z[j] = z[j] + b[j];
+            ok &= (fabsf(z[j]) <= 707.0f);
+        }
         return ok;
+    }
+
+    /* c <- c + a b along a row: the inner loop of the hand-written products. */
+    static inline void cmlp_axpy_d(double *restrict c, double a, const double *restrict b, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
+    }
+    static inline void cmlp_axpy_f(float *restrict c, float a, const float *restrict b, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
     }
 
     /* With GCC on x86-64 Linux, also compiled for AVX2 and AVX-512 and picked
@@ -113,8 +128,10 @@ cdef extern from *:
         }
     }
     """
-    bint cmlp_in_range_d(const double* z, Py_ssize_t m) noexcept nogil
-    bint cmlp_in_range_f(const float* z, Py_ssize_t m) noexcept nogil
+    bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t m) noexcept nogil
+    bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t m) noexcept nogil
+    void cmlp_axpy_d(double* c, double a, const double* b, Py_ssize_t n) noexcept nogil
+    void cmlp_axpy_f(float* c, float a, const float* b, Py_ssize_t n) noexcept nogil
     void cmlp_sigmoid_row_d(double* z, Py_ssize_t m) noexcept nogil
     void cmlp_sigmoid_row_f(float* z, Py_ssize_t m) noexcept nogil
 
@@ -139,11 +156,10 @@ LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
 
 # Below this many multiply-adds a product is done by hand: the BLAS call, its
 # checks and its packing of the operands cost more than the arithmetic. Measured
-# (benchmarks/blas_threshold.py, CPU time of one SGD step, 24 network and batch
-# shapes, both dtypes): hand loops win up to about 512 multiply-adds, BLAS from
-# about 2048, and any threshold from 512 to 1024 is within 1% of the best for
-# every shape; a separate threshold per loop form did not pay.
-cdef Py_ssize_t BLAS_MIN_WORK = 1024
+# with benchmarks/blas_threshold.py (CPU time of one SGD step, 24 network, batch
+# and dtype shapes; mean ratio to the best threshold for each shape): 128: 1.05,
+# 256: 1.02, 512: 1.02, 1024: 1.04, 2048: 1.08, 4096 (the first guess): 1.20.
+cdef Py_ssize_t BLAS_MIN_WORK = 512
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
@@ -226,17 +242,16 @@ cdef void _row_updates(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                        floating[::1] C, Py_ssize_t c0) noexcept nogil:
     """C[i, :] += A[i, k] B[k, :] for k = 0, 1, ...: rows of B are contiguous, so
     the innermost loop runs along them and the compiler vectorises it."""
-    cdef Py_ssize_t i, j, k, c, b
-    cdef floating a
+    cdef Py_ssize_t i, j, k, c
     for i in range(M):
         c = c0 + i * N
         for j in range(N):
             C[c + j] = 0
         for k in range(K):
-            a = A[a0 + i * a_row + k * a_col]
-            b = b0 + k * b_row
-            for j in range(N):
-                C[c + j] = C[c + j] + a * B[b + j]
+            if floating is float:
+                cmlp_axpy_f(&C[c], A[a0 + i * a_row + k * a_col], &B[b0 + k * b_row], N)
+            else:
+                cmlp_axpy_d(&C[c], A[a0 + i * a_row + k * a_col], &B[b0 + k * b_row], N)
 
 
 cdef void _dot_products(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -310,9 +325,7 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
     for i in range(n):
         r = z0 + i * m
         if code == SIGMOID:
-            for j in range(m):
-                Z[r + j] = Z[r + j] + params[b0 + j]
-            _sigmoid_row(Z, r, m)
+            _sigmoid_row(Z, r, params, b0, m)
         elif code == TANH:
             for j in range(m):
                 Z[r + j] = _tanh(Z[r + j] + params[b0 + j])
@@ -326,19 +339,22 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
                 _softmax_row(Z, r, m)
 
 
-cdef void _sigmoid_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
-    """INOUT Z[r:r+m] <- sigmoid(Z[r:r+m]); vectorised unless an entry is huge or NaN."""
+cdef void _sigmoid_row(floating[::1] Z, Py_ssize_t r, floating[::1] params, Py_ssize_t b0,
+                       Py_ssize_t m) noexcept nogil:
+    """INOUT Z[r:r+m] <- sigmoid(Z[r:r+m] + b); vectorised unless an entry is huge or NaN."""
     cdef Py_ssize_t j
+    cdef bint in_range
     if floating is float:
-        if cmlp_in_range_f(&Z[r], m):
+        in_range = cmlp_add_bias_f(&Z[r], &params[b0], m)
+        if in_range:
             cmlp_sigmoid_row_f(&Z[r], m)
-            return
     else:
-        if cmlp_in_range_d(&Z[r], m):
+        in_range = cmlp_add_bias_d(&Z[r], &params[b0], m)
+        if in_range:
             cmlp_sigmoid_row_d(&Z[r], m)
-            return
-    for j in range(m):
-        Z[r + j] = _sigmoid(Z[r + j])
+    if not in_range:
+        for j in range(m):
+            Z[r + j] = _sigmoid(Z[r + j])
 
 
 cdef void _softmax_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
@@ -482,12 +498,15 @@ cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
 
 cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
                     floating[::1] params, floating[::1] grads,
-                    floating[::1] A, floating[::1] D) noexcept nogil:
+                    floating[::1] A, floating[::1] D, bint update, floating lr) noexcept nogil:
     """IN A, the output delta (end of D); OUT grads and the hidden deltas.
 
     For each layer from the output down:
         dW = delta^T A_prev,   db = sum over samples of delta,
         delta_prev = (delta W) * f'(A_prev).
+    With update, the layer then takes its SGD step W <- W - lr dW, b <- b - lr db
+    at once, while its gradient is still in cache: W has served delta_prev
+    already, and no other layer reads it. The numbers are those of _sgd after.
     """
     cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
     cdef Py_ssize_t w0 = params.shape[0], a_prev = A.shape[0], d0 = D.shape[0]
@@ -503,6 +522,8 @@ cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_
         if l > 0:
             _gemm(False, False, n, n_in, n_out, D, d0, params, w0, D, d0 - n * n_in)
             _backprop_activation(codes[l - 1], A, a_prev, D, d0 - n * n_in, n, n_in)
+        if update:
+            _sgd(params, grads, lr, w0, w0 + n_out * (n_in + 1))
 
 
 cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
@@ -516,10 +537,11 @@ cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t 
             out[o0 + j] += D[d0 + i * m + j]
 
 
-cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr) noexcept nogil:
-    """INOUT params <- params - lr * grads, one pass over the flat buffer."""
+cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
+               Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """INOUT params[start:stop] <- params - lr * grads, one pass."""
     cdef Py_ssize_t i
-    for i in range(params.shape[0]):
+    for i in range(start, stop):
         params[i] -= lr * grads[i]
 
 
@@ -527,10 +549,12 @@ cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ss
                         floating[::1] params, floating[::1] grads,
                         floating[::1] A, floating[::1] D, floating[::1] Z,
                         const floating[::1] Y, int loss, floating lr) noexcept nogil:
-    """One SGD step: forward (A^(0) already in A), loss, backward, update."""
+    """One SGD step: forward (A^(0) already in A), loss, backward with the update."""
     _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
-    cdef double value = _loss_and_backward(sizes, codes, n, params, grads, A, D, Z, Y, loss)
-    _sgd(params, grads, lr)
+    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
+    cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
+                                      Z, codes[L - 1], n, k)
+    _backward(sizes, codes, n, params, grads, A, D, True, lr)
     return value
 
 
@@ -542,7 +566,7 @@ cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes
     cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
     cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
                                       Z, codes[L - 1], n, k)
-    _backward(sizes, codes, n, params, grads, A, D)
+    _backward(sizes, codes, n, params, grads, A, D, False, 0)
     return value
 
 
@@ -776,9 +800,9 @@ cdef class Engine:
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
         if self._double:
-            _sgd(self._p64, self._g64, step)
+            _sgd(self._p64, self._g64, step, 0, self._p64.shape[0])
         else:
-            _sgd(self._p32, self._g32, <float>step)
+            _sgd(self._p32, self._g32, <float>step, 0, self._p32.shape[0])
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
         if self._double:
@@ -816,6 +840,11 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
+                if _overlaps(out, self.activations_buffer):
+                    # The pass would overwrite the activations it keeps for backward.
+                    raise ValueError("out must not share memory with the network's activations "
+                                     "(forward keeps them for backward); use predict, or "
+                                     "another array")
                 self._load_batch(X, None, n)
                 if self._releases_gil(n):
                     with nogil:
@@ -944,6 +973,13 @@ cdef class Engine:
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
     """The opening block of buffer <- all of source (a checked, C-contiguous array)."""
     memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(source), cnp.PyArray_NBYTES(source))
+
+
+cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether two C-contiguous arrays share any byte."""
+    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
 
 
 cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:

@@ -17,7 +17,6 @@ is the same; where cmlp differs the name says so:
 * ``early_stopping`` watches the loss on the held-out fraction (not the
   score), with patience ``n_iter_no_change``, and keeps the best parameters.
 
-Multi-label classification is left out: targets are one label per sample.
 scikit-learn is an optional dependency (``pip install cmlp[sklearn]``).
 """
 import numbers
@@ -28,7 +27,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call, check_classification_targets, type_of_target,
+)
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from cmlp.network import MLP
@@ -294,13 +295,18 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
 class MLPClassifier(ClassifierMixin, _MLPEstimator):
     __doc__ = ("""A multilayer perceptron classifier trained by cmlp's compiled kernels.
 
-    Softmax output layer with one unit per class (two for a binary problem)
-    and the ``"cross_entropy"`` loss, i.e. :class:`torch.nn.CrossEntropyLoss`.
+    One label per sample: a softmax output layer with one unit per class
+    (two for a binary problem) and the ``"cross_entropy"`` loss, i.e.
+    :class:`torch.nn.CrossEntropyLoss`. Multi-label targets (a 0/1 indicator
+    matrix, one column per label): a sigmoid output layer and the ``"bce"``
+    loss, :class:`torch.nn.BCELoss`; a label is predicted where its
+    probability exceeds 0.5.
 """ + _PARAMETERS_DOC + """
     Attributes
     ----------
     classes_ : numpy.ndarray
-        The class labels, sorted.""" + _ATTRIBUTES_DOC + """
+        The class labels, sorted (for multi-label targets, the column
+        indices).""" + _ATTRIBUTES_DOC + """
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -311,9 +317,11 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     True
 """)
 
-    out_activation_ = "softmax"
-    _loss = "cross_entropy"
-    _validation_options = {}
+    _validation_options = {"multi_output": True}
+
+    @property
+    def _loss(self):
+        return "bce" if self.out_activation_ == "sigmoid" else "cross_entropy"
 
     def fit(self, X, y):
         """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``); returns self."""
@@ -325,17 +333,29 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         return self._train(X, y, incremental=True, classes=self.classes_)
 
     def predict_proba(self, X):
-        """Class probabilities, ``(n, len(classes_))``, columns in the order of ``classes_``."""
+        """Class probabilities, ``(n, len(classes_))``, columns in the order of ``classes_``.
+
+        For multi-label targets, each column is its label's own probability.
+        """
         return self._forward(X)
 
     def predict(self, X):
-        """The most probable class of each sample."""
+        """The most probable class of each sample (multi-label: a 0/1 row of labels)."""
         probabilities = self._forward(X)  # checks that the model is fitted first
+        if self.out_activation_ == "sigmoid":
+            return (probabilities > 0.5).astype(int)
         return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _encode_targets(self, y, fresh, classes):
+        if y.ndim == 2 and y.shape[1] > 1:
+            return self._encode_indicator(y, fresh)
+        if not fresh and self.out_activation_ == "sigmoid":
+            raise ValueError("this model was fitted on multi-label targets: y must be a 0/1 "
+                             f"matrix with {self.n_outputs_} columns")
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        if fresh:
+            self.out_activation_ = "softmax"
         if classes is None and (fresh or not hasattr(self, "classes_")):
             self.classes_ = np.unique(y)
         elif fresh and classes is not None:
@@ -346,6 +366,26 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
                              f"{np.unique(y[unknown]).tolist()}")
         self.n_outputs_ = len(self.classes_)
         return np.searchsorted(self.classes_, y).astype(np.intp)
+
+    def _encode_indicator(self, y, fresh):
+        """Multi-label targets: a 0/1 matrix, one column per label."""
+        if type_of_target(y) != "multilabel-indicator" or not np.isin(y, (0, 1)).all():
+            raise ValueError("2-D y must be a multi-label indicator matrix of 0s and 1s, "
+                             f"got {type_of_target(y)} targets")
+        if fresh:
+            self.out_activation_ = "sigmoid"
+            self.classes_ = np.arange(y.shape[1])
+            self.n_outputs_ = y.shape[1]
+        elif self.out_activation_ != "sigmoid" or y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} label columns; this model was fitted on "
+                             + (f"{self.n_outputs_}" if self.out_activation_ == "sigmoid"
+                                else "one label per sample"))
+        return np.asarray(y, dtype=np.float64)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
 
 
 def _check_int(name, value, minimum):
