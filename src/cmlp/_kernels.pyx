@@ -598,8 +598,10 @@ cdef class Engine:
     last batch size seen (reallocated only when the batch size changes, so a
     training loop allocates nothing after its first step). Every method
     checks and casts its inputs with the GIL held, then runs the kernels with
-    the GIL released. A lock makes concurrent calls on one Engine take turns,
-    so threads sharing a model never see half-updated buffers.
+    the GIL released (for every pass of at least GIL_MIN_WORK multiply-adds;
+    a smaller one is over before another thread could have used the GIL). A
+    lock makes concurrent calls on one Engine take turns, so threads sharing a
+    model never see half-updated buffers.
 
     Inputs that are already what the kernels read (an ndarray of the
     network's dtype, C-contiguous, aligned, native byte order, of an accepted
