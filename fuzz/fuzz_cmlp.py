@@ -1,13 +1,17 @@
 """Coverage-guided fuzzing of cmlp's public API with atheris (libFuzzer for Python).
 
 Each input is a byte string that decides an architecture and a sequence of
-calls -- forward, predict, backward, train_step, sgd_step, load_state_dict --
+calls -- forward, predict, backward, train_step, sgd_step, load_state_dict,
+fit, save and load (of the saved bytes, or of those bytes damaged) --
 with arrays whose dtype, shape, memory layout and raw bits (so any NaN
 payload, inf, subnormal) come from the fuzzer. What must hold for every input:
 
-* a call either returns or raises TypeError, ValueError or RuntimeError with
-  a message; anything else (and any crash, which libFuzzer catches) is a bug;
-* a refused call leaves the parameters bit for bit as they were;
+* a call either returns or raises TypeError, ValueError, RuntimeError or
+  (fit's divergence) FloatingPointError with a message; anything else, and
+  any crash (which libFuzzer catches), is a bug;
+* a refused call leaves the parameters bit for bit as they were (a diverged
+  fit leaves them finite);
+* load gives back the saved model, or refuses damaged bytes;
 * predict and forward agree (NaN where NaN), and return the documented shape and dtype.
 
 Run it (``pip install atheris``), from the repository root:
@@ -21,6 +25,7 @@ lets through, and a memory error there crashes the process, which libFuzzer
 reports with the input that caused it. Run it against the build of
 tools/sanitize.sh to catch silent memory errors too.
 """
+import io
 import sys
 
 import atheris
@@ -34,7 +39,8 @@ ACTIVATIONS = ["sigmoid", "tanh", "relu", "identity", "softmax"]
 LOSSES = ["mse", "half_sse", "bce", "cross_entropy", "hinge"]
 DTYPES = ["float64", "float32", "float16", "int8", "int64", "uint64", "bool", "complex128",
           "longdouble", ">f8", "<f4", "object", "U3"]
-DOCUMENTED = (TypeError, ValueError, RuntimeError)
+# FloatingPointError: fit's TrainingDivergedError, raised with the parameters restored.
+DOCUMENTED = (TypeError, ValueError, RuntimeError, FloatingPointError)
 REFUSED = object()
 
 
@@ -113,7 +119,7 @@ def test_one_input(data):
     net = cmlp.MLP(sizes, activation=activations, dtype=dtype, seed=0)
     n_in, n_out = sizes[0], sizes[-1]
     for _ in range(fdp.ConsumeIntInRange(1, 6)):
-        action = fdp.ConsumeIntInRange(0, 6)
+        action = fdp.ConsumeIntInRange(0, 8)
         before = net.params.copy()
         if action <= 1:
             X = draw_array(fdp, draw_shape(fdp, n_in, n_out))
@@ -143,9 +149,35 @@ def test_one_input(data):
                      for name, value in net.named_parameters()}
             if call(net.load_state_dict, state) is REFUSED:
                 assert net.params.tobytes() == before.tobytes(), "a refused load changed params"
-        else:
+        elif action == 6:
             out = draw_array(fdp, draw_shape(fdp, n_out, n_out))
             call(net.forward, draw_array(fdp, draw_shape(fdp, n_in, n_out)), out=out)
+        elif action == 7:
+            X = draw_array(fdp, draw_shape(fdp, n_in, n_out))
+            Y = draw_array(fdp, draw_shape(fdp, n_out, n_out))
+            history = call(net.fit, X, Y, epochs=fdp.ConsumeIntInRange(0, 3),
+                           batch_size=fdp.ConsumeIntInRange(1, 8), lr=fdp.ConsumeFloat(),
+                           loss=fdp.PickValueInList(LOSSES),
+                           optimizer=fdp.PickValueInList(["sgd", "adam"]),
+                           momentum=fdp.ConsumeProbability())
+            if history is REFUSED:
+                # Refused up front, or diverged and restored to the start of an epoch.
+                assert np.isfinite(net.params).all() or not np.isfinite(before).all()
+            else:
+                # A fit that succeeds, or stops on divergence, leaves finite parameters
+                # wherever they started finite.
+                assert np.isfinite(net.params).all() or not np.isfinite(before).all()
+        else:
+            saved = io.BytesIO()
+            net.save(saved)
+            data = bytearray(saved.getvalue())
+            for _ in range(fdp.ConsumeIntInRange(0, 3)):  # damage it, or not
+                data[fdp.ConsumeIntInRange(0, len(data) - 1)] ^= fdp.ConsumeIntInRange(1, 255)
+            loaded = call(cmlp.load, io.BytesIO(bytes(data)))
+            if loaded is not REFUSED:
+                assert repr(loaded) == repr(net), "load gave another architecture"
+                assert np.array_equal(loaded.params, net.params, equal_nan=True), \
+                    "load gave other parameters"
         assert net.params.shape == before.shape and net.params.dtype == net.dtype
 
 

@@ -90,7 +90,7 @@ def moderate_floats():
 
 
 @st.composite
-def array_of(draw, shape, dtype_name, elements):
+def array_of(draw, shape, dtype_name, elements, int_bound=None):
     """An array of the given shape and dtype; numeric dtypes get values from elements.
 
     Beyond 200 entries the drawn values repeat, to keep examples small.
@@ -106,7 +106,10 @@ def array_of(draw, shape, dtype_name, elements):
         return fill(st.booleans(), bool)
     if dtype_name.startswith(("int", "uint")):
         info = np.iinfo(dtype_name)
-        return fill(st.integers(int(info.min), int(info.max)), dtype_name)
+        low, high = int(info.min), int(info.max)
+        if int_bound is not None:  # integers of the size of the float elements
+            low, high = max(low, -int_bound), min(high, int_bound)
+        return fill(st.integers(low, high), dtype_name)
     values = fill(elements, np.float64)
     if dtype_name in ("float16", "float32", "float64", "longdouble"):
         return quietly(values.astype, dtype_name)
@@ -188,7 +191,9 @@ def samples(draw, n_features, elements=None, valid_only=False):
             (), (n,), (n, n_features, 1), (1, n, n_features), (n_features, n),
             (n, n_features + 1), (n, 0), (0,), (n, 1), (1, n_features)]))
         dtype_name = draw(st.sampled_from(NUMPY_DTYPES + ["float64"] * 6 + ["float32"] * 3))
-    array = draw(array_of(shape, dtype_name, hostile_floats() if elements is None else elements))
+    # Moderate floats come with moderate integers; hostile ones with any.
+    array = draw(array_of(shape, dtype_name, hostile_floats() if elements is None else elements,
+                          int_bound=None if elements is None else 4))
     layout = draw(st.sampled_from(sorted(LAYOUTS)))
     note(f"X: shape {shape}, dtype {dtype_name}, layout {layout}")
     return LAYOUTS[layout](array)
@@ -454,6 +459,7 @@ def assert_close_to_reference(net, loss_value, grads, reference_loss, reference_
         # the clamped log then differs by far more than a rounding error: judge
         # the loss from cmlp's own outputs (the forward test judges those).
         a = net.activations[-1].astype(np.float64)
+        Y = np.asarray(Y, dtype=np.float64)  # cmlp sums in double, whatever the dtype
         with np.errstate(divide="ignore"):
             reference_loss = -np.mean(Y * np.maximum(np.log(a), -100)
                                       + (1 - Y) * np.maximum(np.log(1 - a), -100))
@@ -472,7 +478,7 @@ def hostile_targets(data, n, k, single, loss, elements):
         shape = () if single and data.draw(st.booleans()) else (n,)
         return data.draw(array_of(shape, "int64", None).map(lambda a: a % (k + 1) - (a % 7 == 0)),
                          label="class indices")
-    Y = data.draw(array_of(shape, dtype_name, elements), label="Y")
+    Y = data.draw(array_of(shape, dtype_name, elements, int_bound=4), label="Y")
     return LAYOUTS[data.draw(st.sampled_from(sorted(LAYOUTS)), label="Y layout")](Y)
 
 
@@ -753,3 +759,163 @@ def expected_state(net, state):
             return Refused((ValueError, rf"{name} must have shape {shape_text(target.shape)}"))
         values.append(quietly(value.astype, net.dtype).ravel())
     return np.concatenate(values)
+
+
+# -- optimizers and fit ---------------------------------------------------------
+
+HOSTILE_NUMBERS = [-1, -0.5, 0, 0.5, 0.9, 1, 1.5, math.nan, math.inf, -math.inf, 10**400, "0.1",
+                   "x", None, True, 1j, [0.5], np.float32(0.5), Fraction(1, 2)]
+
+
+def expected_number(value, name, low, high, high_closed=False):
+    """A hyperparameter that must be a real number in [low, high) (or [low, high])."""
+    if isinstance(value, (bool, np.bool_)):
+        return float(value) if low <= value < high or (high_closed and value == high) else \
+            Refused((ValueError, name))
+    try:
+        if isinstance(value, str):
+            raise TypeError("a string is not a number")
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return Refused((TypeError, f"{re.escape(name)} must be a real number"),
+                       (ValueError, re.escape(name)))
+    if not (low <= number < high or (high_closed and number == high)):
+        return Refused((ValueError, re.escape(name)))
+    return number
+
+
+@given(architectures(), st.sampled_from(["SGD", "Adam"]), st.data())
+def test_optimizer_construction(architecture, kind, data):
+    net = build(architecture)
+    if kind == "SGD":
+        names = {"momentum": (0, 1, False), "dampening": (0, 1, True),
+                 "weight_decay": (0, math.inf, False)}
+    else:
+        names = {"eps": (0, math.inf, False), "weight_decay": (0, math.inf, False)}
+    name = data.draw(st.sampled_from(sorted(names) + ["lr"]))
+    value = data.draw(st.sampled_from(HOSTILE_NUMBERS))
+    expected = expected_lr(value) if name == "lr" else expected_number(value, name, *names[name])
+    make = getattr(cmlp, kind)
+    if isinstance(expected, Refused):
+        expected.check(lambda: make(net.params, net.grads, **{name: value}))
+    else:
+        make(net.params, net.grads, **{name: value})
+
+
+@given(architectures(), st.sampled_from(["SGD", "Adam"]), st.data())
+def test_optimizer_load_state_dict(architecture, kind, data):
+    net = build(architecture)
+    optimizer = getattr(cmlp, kind)(net.params, net.grads, momentum=0.9) if kind == "SGD" \
+        else cmlp.Adam(net.params, net.grads)
+    net.grads[:] = 1
+    optimizer.step()
+    before = {k: np.copy(v) for k, v in optimizer.state_dict().items()}
+    state = optimizer.state_dict()
+    key = data.draw(st.sampled_from(sorted(state)))
+    how = data.draw(st.sampled_from(["as_is", "drop", "steps", "dtype", "shape", "list", "none"]))
+    if how == "drop":
+        del state[key]
+    elif how == "steps":
+        state["steps"] = data.draw(st.sampled_from([-1, 2.5, math.nan, 10**30, "3", True, 7]))
+    elif how == "dtype" and key != "steps":
+        state[key] = state[key].astype(data.draw(st.sampled_from(
+            ["complex128", "object", "str", "float16", "int8"])))
+    elif how == "shape" and key != "steps":
+        state[key] = state[key][:-1]
+    elif how == "list" and key != "steps":
+        state[key] = state[key].tolist()
+    elif how == "none":
+        state = None
+    refused = expected_optimizer_state(optimizer, state)
+    if refused:
+        refused.check(lambda: optimizer.load_state_dict(state))
+        for k, v in optimizer.state_dict().items():
+            np.testing.assert_array_equal(v, before[k], err_msg=f"a refused load changed {k}")
+        return
+    optimizer.load_state_dict(state)
+    for k, v in optimizer.state_dict().items():
+        np.testing.assert_array_equal(v, np.asarray(state[k]).astype(np.asarray(v).dtype))
+
+
+def expected_optimizer_state(optimizer, state):
+    own = optimizer.state_dict()
+    if not isinstance(state, dict) or set(state) != set(own):
+        missing = own.keys() - (state or {}).keys()
+        if missing or state is None:
+            return Refused((ValueError, "state must be a mapping with a"))
+    steps = state["steps"]
+    if isinstance(steps, (bool, str)) or not (isinstance(steps, (int, float)) and
+                                              steps == steps and steps == int(steps)
+                                              and 0 <= steps < 2**62):
+        return Refused((ValueError, r"state\['steps'\] must be an int >= 0"))
+    for key, target in own.items():
+        if key == "steps":
+            continue
+        value = np.asarray(state[key])
+        if value.dtype.kind not in REAL_KINDS:
+            return Refused((TypeError, rf"state\['{key}'\] must be a real numeric array"))
+        if value.shape != target.shape:
+            return Refused((ValueError, rf"state\['{key}'\] must have shape"))
+    return None
+
+
+FIT_ARGUMENTS = {
+    "epochs": [0, 1, -1, 2.5, True, None, "3", math.nan, np.int64(2)],
+    "batch_size": [1, 3, 10**30, 0, -1, 2.5, True, None, "3", np.int8(2)],
+    "lr": [0.01, 0, -1, math.nan, math.inf, "x", True, 10**400],
+    "momentum": [0, 0.5, -0.1, 1, math.nan, "x", None],
+    "weight_decay": [0, 0.1, -1, math.nan, math.inf, "x"],
+    "early_stopping": [None, 1, 0, -1, 2.5, True, "x"],
+    "callbacks": [(), [print], None, 5, [5], "x"],
+    "loss": ["mse", "half_sse", "hinge", None, 3],
+    "optimizer": ["sgd", "adam", "rmsprop", None, 3],
+    "validation_data": [None, "pair", (1,), 5, "bad_shape"],
+}
+
+
+@given(st.sampled_from(sorted(FIT_ARGUMENTS)), st.data())
+def test_fit_arguments(name, data):
+    # One hostile argument at a time: a TypeError or ValueError that names it,
+    # and the model as it was; or a History of at most the epochs asked for.
+    value = data.draw(st.sampled_from(FIT_ARGUMENTS[name]), label=name)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    options = {"epochs": 2, "batch_size": 4, "lr": 0.01, "callbacks": ()}
+    if name == "validation_data":
+        value = {"pair": (X, Y), "bad_shape": (X[:, :2], Y)}.get(value, value) \
+            if isinstance(value, str) else value
+    options[name] = value
+    if name == "early_stopping" and value is not None:
+        options["validation_data"] = (X, Y)
+    net = cmlp.MLP([3, 4, 2], activation=["tanh", "identity"], seed=0)
+    before = net.params.copy()
+    try:
+        history = net.fit(X, Y, **options)
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        named = name.replace("validation_data", "(validation_data|X_val)")
+        assert re.search(named, message), f"{name}={value!r}: {message!r} does not name it"
+        np.testing.assert_array_equal(net.params, before, err_msg="a refused fit changed params")
+        return
+    assert isinstance(history, cmlp.History)
+    assert history.epochs <= options["epochs"] and np.isfinite(net.params).all()
+
+
+@given(architectures(), st.data())
+def test_out_that_is_a_view_of_the_kept_activations_is_refused(architecture, data):
+    # Found by hand beside the fuzzing: forward(X, out=net.activations[l])
+    # overwrote A^(l), and the next backward silently used the output for it.
+    sizes, activations, dtype, seed = architecture
+    sizes = [sizes[0]] * len(sizes)  # every layer as wide as the output
+    net = build((sizes, activations, dtype, seed))
+    n = data.draw(st.integers(1, 4))
+    X = data.draw(array_of((n, sizes[0]), np.dtype(dtype).name, moderate_floats()))
+    net.forward(X)
+    layer = data.draw(st.integers(0, len(sizes) - 1))
+    before = [a.copy() for a in net.activations]
+    Refused((ValueError, "out must not share memory with the network's activations")).check(
+        lambda: net.forward(X, out=net.activations[layer]))
+    for kept, saved in zip(net.activations, before):
+        np.testing.assert_array_equal(kept, saved)
+    out = net.activations[layer]
+    np.testing.assert_array_equal(net.predict(X, out=out), net.predict(X))  # predict keeps none

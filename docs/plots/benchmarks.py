@@ -43,5 +43,6 @@ legend = {}
 for ax in axes[0]:
     for handle, label in zip(*ax.get_legend_handles_labels()):
         legend.setdefault(label, handle)
-fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend),
-           fontsize=8, frameon=False)
+order = [label for label in [*engines, "GEMM floor"] if label in legend]
+fig.legend([legend[label] for label in order], order, loc="outside lower center",
+           ncol=len(order), fontsize=8, frameon=False)

@@ -859,6 +859,11 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
+                if _overlaps(out, self.activations_buffer):
+                    # The pass would overwrite the activations it keeps for backward.
+                    raise ValueError("out must not share memory with the network's activations "
+                                     "(forward keeps them for backward); use predict, or "
+                                     "another array")
                 self._load_batch(X, None, n)
                 if self._releases_gil(n):
                     with nogil:
@@ -987,6 +992,13 @@ cdef class Engine:
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
     """The opening block of buffer <- all of source (a checked, C-contiguous array)."""
     memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(source), cnp.PyArray_NBYTES(source))
+
+
+cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether two C-contiguous arrays share any byte."""
+    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
 
 
 cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:

@@ -26,7 +26,7 @@ from libc.math cimport pow, sqrt
 cimport numpy as cnp
 import numpy as np
 
-from cmlp._validation import check_learning_rate
+from cmlp._validation import as_real_array, check_learning_rate
 
 cnp.import_array()
 
@@ -125,9 +125,19 @@ cdef object _check_buffers(params, grads):
     return params.dtype
 
 
+cdef double _as_float(name, value) except? -1:
+    """float(value), or a TypeError that names the argument (a string is no number here)."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
 cdef double _check_fraction(name, value, bint closed) except? -1:
     """value as a float in [0, 1), or [0, 1] when closed."""
-    value = float(value)
+    value = _as_float(name, value)
     if not (0 <= value < 1 or (closed and value == 1)):
         bound = "]" if closed else ")"
         raise ValueError(f"{name} must lie in [0, 1{bound}, got {value}")
@@ -135,7 +145,7 @@ cdef double _check_fraction(name, value, bint closed) except? -1:
 
 
 cdef double _check_non_negative(name, value) except? -1:
-    value = float(value)
+    value = _as_float(name, value)
     if not (value >= 0 and value != float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
@@ -368,15 +378,30 @@ cdef class Adam:
                         "pickled; save its state_dict() instead")
 
 
+cdef object _state_entry(state, key):
+    try:
+        return state[key]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"state must be a mapping with a {key!r} entry, as state_dict() "
+                         "returns") from None
+
+
 cdef Py_ssize_t _check_steps(state) except -1:
-    steps = state["steps"]
-    if isinstance(steps, (bool, np.bool_)) or int(steps) != steps or steps < 0:
+    steps = _state_entry(state, "steps")
+    try:
+        valid = (not isinstance(steps, (bool, np.bool_)) and int(steps) == steps
+                 and 0 <= steps < 2**62)
+    except (TypeError, ValueError, OverflowError):  # a string, NaN, inf
+        valid = False
+    if not valid:
         raise ValueError(f"state['steps'] must be an int >= 0, got {steps!r}")
     return int(steps)
 
 
 cdef object _check_state_array(target, state, key):
-    value = np.asarray(state[key])
+    # Real numbers only, as MLP.load_state_dict takes them: NumPy would turn
+    # None into NaN, drop an imaginary part or parse a string, all silently.
+    value = as_real_array(_state_entry(state, key), target.dtype, f"state[{key!r}]")
     if value.shape != target.shape:
         raise ValueError(f"state[{key!r}] must have shape {target.shape}, got {value.shape}")
     return value

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 # file's own size (members are stored uncompressed).
 _MAX_LAYERS = 10_000
 _MAX_NAME_LENGTH = 64
-_MAX_HEADER = 10_000
+_MAX_HEADER = 10_000  # bytes of a .npy header, NumPy's own default limit
 
 
 # ---------------------------------------------------------------------------
@@ -173,6 +173,20 @@ def _read_model(archive, size):
     return net
 
 
+def _check_header_length(file, key, length_bytes):
+    """Refuse a header longer than NumPy's own limit before anything parses it.
+
+    NumPy >= 1.24 refuses them itself; older NumPy would evaluate a header of
+    any length, so the check is ours.
+    """
+    start = file.tell()
+    length = int.from_bytes(file.read(length_bytes), "little")
+    if length > _MAX_HEADER:
+        raise _FormatError(f"the {key!r} member has a {length}-byte header; "
+                           f".npy headers are at most {_MAX_HEADER}")
+    file.seek(start)
+
+
 def _read_member(archive, members, key, kinds, shape, archive_size):
     """One ``.npy`` member, checked against ``kinds`` and ``shape`` before its data is read."""
     if key not in members:
@@ -184,6 +198,7 @@ def _read_member(archive, members, key, kinds, shape, archive_size):
         raise _FormatError(f"the {key!r} member claims {info.file_size} bytes, more than the file")
     with archive.open(info) as file:
         major, minor = np.lib.format.read_magic(file)
+        _check_header_length(file, key, 2 if (major, minor) == (1, 0) else 4)
         if (major, minor) == (1, 0):
             found_shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
         elif (major, minor) == (2, 0):

@@ -173,7 +173,10 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         early_stopping = _check_count("early_stopping", early_stopping, 1)
         if validation_data is None:
             raise ValueError("early_stopping needs validation_data to watch")
-    callbacks = list(callbacks)
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
     for callback in callbacks:
         if not callable(callback):
             raise TypeError(f"callbacks must be callables, got {callback!r}")
