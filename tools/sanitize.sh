@@ -32,8 +32,10 @@ cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$ro
 find "$build/src" \( -name '*.c' -o -name '*.so' \) -delete
 # pip fetches the build requirements of pyproject.toml into an isolated
 # environment, as for any install; CFLAGS and LDFLAGS reach the compiler.
+# No cache: pip would otherwise hand back a wheel it built earlier, without
+# the sanitizers.
 CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
-    "$python" -m pip install -q --no-deps --target "$build/site" "$build/src"
+    "$python" -m pip install -q --no-cache-dir --no-deps --target "$build/site" "$build/src"
 
 so=$(find "$build/site/cmlp" -name '_kernels*.so')
 if ! ldd "$so" | grep -q asan; then
