@@ -40,13 +40,13 @@ from cmlp._validation import as_output, as_samples, as_targets, check_learning_r
 
 cnp.import_array()
 
-# The sigmoid of a whole row, in C so that the compiler vectorises it: glibc's
+# The sigmoid of a whole block, in C so that the compiler vectorises it: glibc's
 # exp() is a function call per element, and with it the sigmoid was half the
 # time of a small network's step. The exponential is fdlibm's (the one Java's
 # StrictMath and FreeBSD use, error below 1 ulp) written without branches: k =
 # round(x / ln 2) by the 1.5 * 2^52 shift, a rational approximation on the
-# rest, and 2^k added to the exponent bits. It holds for -707 <= x <= 0; a row
-# with any |z| beyond 707, or a NaN, takes the scalar libm route instead.
+# rest, and 2^k added to the exponent bits. It holds for -707 <= x <= 0; an
+# entry with |z| beyond 707, or a NaN, takes the scalar libm route instead.
 # float32 rows are computed in double and rounded once, so e is glibc's expf
 # correctly rounded: the sigmoid then takes the same float32 steps as before.
 cdef extern from *:
@@ -114,26 +114,32 @@ cdef extern from *:
     #define CMLP_VECTOR_CLONES
     #endif
 
-    /* z <- sigmoid(z): 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below. */
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_row_d(double *restrict z, Py_ssize_t m) {
-        for (Py_ssize_t j = 0; j < m; j++) {
-            double e = cmlp_exp_reduced(-fabs(z[j]));
-            z[j] = (z[j] >= 0 ? 1.0 : e) / (1.0 + e);
-        }
+    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, for |z| <= 707. */
+    static inline double cmlp_sigmoid_d(double z) {
+        double e = cmlp_exp_reduced(-fabs(z));
+        return (z >= 0 ? 1.0 : e) / (1.0 + e);
     }
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_row_f(float *restrict z, Py_ssize_t m) {
-        for (Py_ssize_t j = 0; j < m; j++) {
-            float e = (float)cmlp_exp_reduced(-fabs((double)z[j]));
-            z[j] = (z[j] >= 0 ? 1.0f : e) / (1.0f + e);
-        }
+    static inline float cmlp_sigmoid_f(float z) {
+        float e = (float)cmlp_exp_reduced(-fabs((double)z));
+        return (z >= 0 ? 1.0f : e) / (1.0f + e);
+    }
+
+    /* z <- sigmoid(z) over a block; every |z| <= 707. */
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_d(double *restrict z, Py_ssize_t m) {
+        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_d(z[j]);
+    }
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *restrict z, Py_ssize_t m) {
+        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
     }
     """
     bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t m) noexcept nogil
     bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t m) noexcept nogil
     void cmlp_axpy_d(double* c, double a, const double* b, Py_ssize_t n) noexcept nogil
     void cmlp_axpy_f(float* c, float a, const float* b, Py_ssize_t n) noexcept nogil
-    void cmlp_sigmoid_row_d(double* z, Py_ssize_t m) noexcept nogil
-    void cmlp_sigmoid_row_f(float* z, Py_ssize_t m) noexcept nogil
+    double cmlp_sigmoid_d(double z) noexcept nogil
+    float cmlp_sigmoid_f(float z) noexcept nogil
+    void cmlp_sigmoid_block_d(double* z, Py_ssize_t m) noexcept nogil
+    void cmlp_sigmoid_block_f(float* z, Py_ssize_t m) noexcept nogil
 
 # Codes shared with network.py; the names are the public spelling.
 cdef enum:
@@ -322,11 +328,12 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
                                  Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """INOUT Z (n, m): Z <- f(Z + b), one fused pass."""
     cdef Py_ssize_t i, j, r
+    if code == SIGMOID:
+        _add_bias_and_sigmoid(Z, z0, params, b0, n, m)
+        return
     for i in range(n):
         r = z0 + i * m
-        if code == SIGMOID:
-            _sigmoid_row(Z, r, params, b0, m)
-        elif code == TANH:
+        if code == TANH:
             for j in range(m):
                 Z[r + j] = _tanh(Z[r + j] + params[b0 + j])
         elif code == RELU:
@@ -339,22 +346,32 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
                 _softmax_row(Z, r, m)
 
 
-cdef void _sigmoid_row(floating[::1] Z, Py_ssize_t r, floating[::1] params, Py_ssize_t b0,
-                       Py_ssize_t m) noexcept nogil:
-    """INOUT Z[r:r+m] <- sigmoid(Z[r:r+m] + b); vectorised unless an entry is huge or NaN."""
-    cdef Py_ssize_t j
-    cdef bint in_range
-    if floating is float:
-        in_range = cmlp_add_bias_f(&Z[r], &params[b0], m)
-        if in_range:
-            cmlp_sigmoid_row_f(&Z[r], m)
-    else:
-        in_range = cmlp_add_bias_d(&Z[r], &params[b0], m)
-        if in_range:
-            cmlp_sigmoid_row_d(&Z[r], m)
-    if not in_range:
-        for j in range(m):
-            Z[r + j] = _sigmoid(Z[r + j])
+cdef void _add_bias_and_sigmoid(floating[::1] Z, Py_ssize_t z0, floating[::1] params,
+                                Py_ssize_t b0, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """INOUT Z (n, m) <- sigmoid(Z + b): the bias row by row, then the sigmoid of
+    the whole block in one vectorised pass. An entry beyond |z| = 707, or a NaN,
+    sends the block through the element-by-element route, where it alone takes
+    libm's exp: every other entry gets the same bits either way."""
+    cdef Py_ssize_t i, j
+    cdef bint in_range = True
+    for i in range(n):
+        if floating is float:
+            in_range &= cmlp_add_bias_f(&Z[z0 + i * m], &params[b0], m)
+        else:
+            in_range &= cmlp_add_bias_d(&Z[z0 + i * m], &params[b0], m)
+    if in_range:
+        if floating is float:
+            cmlp_sigmoid_block_f(&Z[z0], n * m)
+        else:
+            cmlp_sigmoid_block_d(&Z[z0], n * m)
+        return
+    for j in range(z0, z0 + n * m):
+        if not (Z[j] <= 707 and Z[j] >= -707):
+            Z[j] = _sigmoid(Z[j])
+        elif floating is float:
+            Z[j] = cmlp_sigmoid_f(Z[j])
+        else:
+            Z[j] = cmlp_sigmoid_d(Z[j])
 
 
 cdef void _softmax_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
@@ -581,8 +598,10 @@ cdef class Engine:
     last batch size seen (reallocated only when the batch size changes, so a
     training loop allocates nothing after its first step). Every method
     checks and casts its inputs with the GIL held, then runs the kernels with
-    the GIL released. A lock makes concurrent calls on one Engine take turns,
-    so threads sharing a model never see half-updated buffers.
+    the GIL released (for every pass of at least GIL_MIN_WORK multiply-adds;
+    a smaller one is over before another thread could have used the GIL). A
+    lock makes concurrent calls on one Engine take turns, so threads sharing a
+    model never see half-updated buffers.
 
     Inputs that are already what the kernels read (an ndarray of the
     network's dtype, C-contiguous, aligned, native byte order, of an accepted
