@@ -32,13 +32,13 @@ cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$ro
 find "$build/src" \( -name '*.c' -o -name '*.so' \) -delete
 # pip fetches the build requirements of pyproject.toml into an isolated
 # environment, as for any install; CFLAGS and LDFLAGS reach the compiler.
-# No cache: pip would otherwise hand back a wheel it built earlier, without
-# the sanitizers.
 CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
-    "$python" -m pip install -q --no-cache-dir --no-deps --target "$build/site" "$build/src"
+    "$python" -m pip install -q --no-deps --target "$build/site" "$build/src"
 
 so=$(find "$build/site/cmlp" -name '_kernels*.so')
-if ! ldd "$so" | grep -q asan; then
+# (grep without -q reads all of ldd's output: with -q and pipefail, ldd could
+# die of SIGPIPE after the match and fail the check.)
+if ! ldd "$so" | grep asan >/dev/null; then
     echo "error: $so is not linked against the ASan runtime" >&2
     exit 1
 fi
