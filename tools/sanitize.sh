@@ -36,7 +36,9 @@ CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
     "$python" -m pip install -q --no-deps --target "$build/site" "$build/src"
 
 so=$(find "$build/site/cmlp" -name '_kernels*.so')
-if ! ldd "$so" | grep -q asan; then
+# (grep without -q reads all of ldd's output: with -q and pipefail, ldd could
+# die of SIGPIPE after the match and fail the check.)
+if ! ldd "$so" | grep asan >/dev/null; then
     echo "error: $so is not linked against the ASan runtime" >&2
     exit 1
 fi
