@@ -247,3 +247,29 @@ def test_threads_sharing_one_model_take_turns():
     for _ in range(n_threads * steps):
         alone.train_step(X, Y, 0.01)
     np.testing.assert_array_equal(shared.params, alone.params)
+
+
+def test_partial_batches_reuse_the_work_buffers():
+    # fit's last batch of an epoch is smaller: it must not reallocate the work
+    # buffers, nor the next full batch after it.
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 4)), rng.normal(size=(32, 2))
+    net = cmlp.MLP([4, 8, 2], seed=0)
+    net.train_step(X, Y, 0.1)
+    first = net.activations[0]
+    net.train_step(X[:5], Y[:5], 0.1)
+    assert np.shares_memory(net.activations[0], first)
+    net.train_step(X, Y, 0.1)
+    assert np.shares_memory(net.activations[0], first)
+    net.predict(X)
+    kept = net.activations[-1].copy()
+    net.predict(X[:3])
+    np.testing.assert_array_equal(net.activations[-1], kept)
+
+
+def test_a_batch_too_large_for_blas_is_refused_before_any_copy():
+    net = cmlp.MLP([1, 1])
+    huge = np.broadcast_to(np.zeros((1, 1)), (2**31, 1))  # no memory behind it
+    for call in (net.forward, net.predict, lambda X: net.train_step(X, X, 0.1)):
+        with pytest.raises(ValueError, match="at most 2147483647"):
+            call(huge)

@@ -30,6 +30,7 @@ from cpython.pythread cimport (
 )
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -55,7 +56,16 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
-    static inline double cmlp_exp_reduced(double x) {
+    /* MSVC's C compiler spells these its own way outside /std:c11. */
+    #if defined(_MSC_VER)
+    #define CMLP_RESTRICT __restrict
+    #define CMLP_INLINE __inline
+    #else
+    #define CMLP_RESTRICT restrict
+    #define CMLP_INLINE inline
+    #endif
+
+    static CMLP_INLINE double cmlp_exp_reduced(double x) {
         const double shift = 6755399441055744.0;        /* 1.5 * 2^52 */
         const double inv_ln2 = 1.44269504088896338700e+00;
         const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
@@ -80,7 +90,7 @@ cdef extern from *:
 
     /* z <- z + b; returns whether every |z| <= 707 (false for NaN): then the
        vector route of the sigmoid is exact. */
-    static inline int cmlp_add_bias_d(double *restrict z, const double *restrict b, Py_ssize_t m) {
+    static CMLP_INLINE int cmlp_add_bias_d(double *CMLP_RESTRICT z, const double *CMLP_RESTRICT b, Py_ssize_t m) {
         int ok = 1;
         for (Py_ssize_t j = 0; j < m; j++) {
             z[j] = z[j] + b[j];
@@ -88,7 +98,7 @@ cdef extern from *:
         }
         return ok;
     }
-    static inline int cmlp_add_bias_f(float *restrict z, const float *restrict b, Py_ssize_t m) {
+    static CMLP_INLINE int cmlp_add_bias_f(float *CMLP_RESTRICT z, const float *CMLP_RESTRICT b, Py_ssize_t m) {
         int ok = 1;
         for (Py_ssize_t j = 0; j < m; j++) {
             z[j] = z[j] + b[j];
@@ -98,10 +108,10 @@ cdef extern from *:
     }
 
     /* c <- c + a b along a row: the inner loop of the hand-written products. */
-    static inline void cmlp_axpy_d(double *restrict c, double a, const double *restrict b, Py_ssize_t n) {
+    static CMLP_INLINE void cmlp_axpy_d(double *CMLP_RESTRICT c, double a, const double *CMLP_RESTRICT b, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
     }
-    static inline void cmlp_axpy_f(float *restrict c, float a, const float *restrict b, Py_ssize_t n) {
+    static CMLP_INLINE void cmlp_axpy_f(float *CMLP_RESTRICT c, float a, const float *CMLP_RESTRICT b, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
     }
 
@@ -115,20 +125,20 @@ cdef extern from *:
     #endif
 
     /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, for |z| <= 707. */
-    static inline double cmlp_sigmoid_d(double z) {
+    static CMLP_INLINE double cmlp_sigmoid_d(double z) {
         double e = cmlp_exp_reduced(-fabs(z));
         return (z >= 0 ? 1.0 : e) / (1.0 + e);
     }
-    static inline float cmlp_sigmoid_f(float z) {
+    static CMLP_INLINE float cmlp_sigmoid_f(float z) {
         float e = (float)cmlp_exp_reduced(-fabs((double)z));
         return (z >= 0 ? 1.0f : e) / (1.0f + e);
     }
 
     /* z <- sigmoid(z) over a block; every |z| <= 707. */
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_d(double *restrict z, Py_ssize_t m) {
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_d(double *CMLP_RESTRICT z, Py_ssize_t m) {
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_d(z[j]);
     }
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *restrict z, Py_ssize_t m) {
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *CMLP_RESTRICT z, Py_ssize_t m) {
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
     }
     """
@@ -616,6 +626,8 @@ cdef class Engine:
     cdef readonly bint has_forward
     cdef bint _single   # the last kept forward pass was given one sample, 1-D
     cdef object _logits_buffer, _targets_buffer, _predict_buffer
+    cdef object _storage, _predict_storage   # the allocations behind the work buffers
+    cdef Py_ssize_t _capacity, _predict_capacity   # samples each storage has room for
     cdef Py_ssize_t _predict_size   # samples the predict buffer holds
     cdef dict _loss_codes           # the losses the output layer admits: name -> code
     cdef Py_ssize_t[::1] _sizes
@@ -668,12 +680,23 @@ cdef class Engine:
     # -- buffers --------------------------------------------------------------
 
     cdef _resize(self, Py_ssize_t n):
-        """Allocate the work buffers for batches of n samples."""
-        n_logits = n * self._n_out if self._last_code == SOFTMAX else 0
-        self.activations_buffer = np.zeros(n * self._width_sum, dtype=self.dtype)
-        self.deltas_buffer = np.zeros(n * (self._width_sum - self._n_in), dtype=self.dtype)
-        self._logits_buffer = np.zeros(n_logits, dtype=self.dtype)
-        self._targets_buffer = np.zeros(n * self._n_out, dtype=self.dtype)
+        """Size the work buffers for batches of n samples.
+
+        The storage behind them only grows: a smaller batch (the last, partial
+        one of an epoch) uses the front of it, so alternating batch sizes cost
+        four array views, never a new buffer.
+        """
+        cdef Py_ssize_t n_a = n * self._width_sum, n_d = n * (self._width_sum - self._n_in)
+        cdef Py_ssize_t n_z = n * self._n_out if self._last_code == SOFTMAX else 0
+        cdef Py_ssize_t n_y = n * self._n_out
+        _check_batch_size(n)
+        if self._storage is None or n > self._capacity:
+            self._storage = np.zeros(n_a + n_d + n_z + n_y, dtype=self.dtype)
+            self._capacity = n
+        self.activations_buffer = self._storage[:n_a]
+        self.deltas_buffer = self._storage[n_a:n_a + n_d]
+        self._logits_buffer = self._storage[n_a + n_d:n_a + n_d + n_z]
+        self._targets_buffer = self._storage[n_a + n_d + n_z:n_a + n_d + n_z + n_y]
         if self._double:
             self._A64 = self.activations_buffer
             self._D64 = self.deltas_buffer
@@ -688,8 +711,12 @@ cdef class Engine:
         self.has_forward = False
 
     cdef _resize_predict(self, Py_ssize_t n):
-        """Allocate the activations of predict (kept apart from forward's) for n samples."""
-        self._predict_buffer = np.zeros(n * self._width_sum, dtype=self.dtype)
+        """Size the activations of predict (kept apart from forward's) for n samples; grows only."""
+        _check_batch_size(n)
+        if self._predict_storage is None or n > self._predict_capacity:
+            self._predict_storage = np.zeros(n * self._width_sum, dtype=self.dtype)
+            self._predict_capacity = n
+        self._predict_buffer = self._predict_storage[:n * self._width_sum]
         if self._double:
             self._P64 = self._predict_buffer
         else:
@@ -1017,6 +1044,13 @@ def _set_blas_min_work(Py_ssize_t work):
     global BLAS_MIN_WORK
     previous, BLAS_MIN_WORK = BLAS_MIN_WORK, work
     return previous
+
+
+cdef int _check_batch_size(Py_ssize_t n) except -1:
+    # BLAS counts rows in a C int: a larger batch would overflow it.
+    if n > INT_MAX:
+        raise ValueError(f"a batch holds at most {INT_MAX} samples, got {n}: split it")
+    return 0
 
 
 cdef str _name(int code):

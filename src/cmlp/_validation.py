@@ -14,8 +14,17 @@ import numpy as np
 _REAL_KINDS = "biuf"
 
 
+#: rows a batch may hold: BLAS counts them in a C int
+MAX_BATCH = 2**31 - 1
+
+
 def as_real_array(value, dtype, name):
     """``value`` as an array of ``dtype``; TypeError unless it is real numeric."""
+    return _kernel_ready(_numeric_array(value, name), dtype)
+
+
+def _numeric_array(value, name):
+    """``value`` as an array, not yet copied; TypeError unless it is real numeric."""
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:
@@ -24,19 +33,32 @@ def as_real_array(value, dtype, name):
         raise TypeError(
             f"{name} must be a real numeric array (bool, int or float), "
             f"got dtype {array.dtype}")
+    return array
+
+
+def _kernel_ready(array, dtype):
     # C order, aligned, native byte order: what the kernels can read directly.
     return np.require(array, dtype=dtype, requirements=["C", "A"])
 
 
 def as_samples(X, n_features, dtype, name="X"):
-    """Return ``(X2, single)``: X as ``(n, n_features)``; single if X was 1-D."""
-    X = as_real_array(X, dtype, name)
+    """Return ``(X2, single)``: X as ``(n, n_features)``; single if X was 1-D.
+
+    The shape is checked before anything is copied, so a huge broadcast view
+    of the wrong shape is refused without being materialised.
+    """
+    X = _numeric_array(X, name)
     if X.ndim == 1 and X.shape[0] == n_features:
-        return X.reshape(1, n_features), True
-    if X.ndim == 2 and X.shape[1] == n_features:
-        return X, False
-    raise ValueError(
-        f"{name} must have shape ({n_features},) or (n, {n_features}), got {X.shape}")
+        X, single = X.reshape(1, n_features), True
+    elif X.ndim == 2 and X.shape[1] == n_features:
+        single = False
+    else:
+        raise ValueError(
+            f"{name} must have shape ({n_features},) or (n, {n_features}), got {X.shape}")
+    if X.shape[0] > MAX_BATCH:
+        raise ValueError(f"{name} holds {X.shape[0]} samples; a batch holds at most "
+                         f"{MAX_BATCH}: split it")
+    return _kernel_ready(X, dtype), single
 
 
 def as_targets(Y, n, n_outputs, dtype, single, class_indices_allowed):
@@ -51,11 +73,11 @@ def as_targets(Y, n, n_outputs, dtype, single, class_indices_allowed):
         raw = np.asarray(Y)
         if raw.dtype.kind in "iu" and (raw.shape == (n,) or (single and raw.shape == ())):
             return _one_hot(raw.reshape(n), n_outputs, dtype)
-    Y = as_real_array(Y, dtype, "Y")
+    Y = _numeric_array(Y, "Y")
     if Y.shape == (n, n_outputs):
-        return Y
+        return _kernel_ready(Y, dtype)
     if (single and Y.shape == (n_outputs,)) or (n_outputs == 1 and Y.shape == (n,)):
-        return Y.reshape(n, n_outputs)
+        return _kernel_ready(Y.reshape(n, n_outputs), dtype)
     expected = f"({n_outputs},)" if single else f"({n}, {n_outputs})"
     if n_outputs == 1 and not single:
         expected += f" or ({n},)"
