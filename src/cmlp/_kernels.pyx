@@ -961,28 +961,7 @@ cdef class Engine:
 
     def train_step(self, X, Y, lr, loss="mse"):
         """Forward, loss, backward and SGD in one compiled call; returns the loss."""
-        cdef int code = self._loss_code(loss)
-        cdef double step = self._learning_rate(lr)
-        cdef bint single
-        cdef double value
-        cdef Py_ssize_t n
-        X = self._load_input(X, &n, &single)
-        if n == 0:
-            raise ValueError("X holds no samples: a training step needs at least one")
-        Y = self._load_targets(Y, n, single, code)
-        self._acquire()
-        try:
-            self._load_batch(X, Y, n)
-            if self._releases_gil(n):
-                with nogil:
-                    value = self._train_pass(n, code, step)
-            else:
-                value = self._train_pass(n, code, step)
-            self.has_forward = True
-            self._single = single
-        finally:
-            self._release()
-        return value
+        return self._step(X, Y, loss, self._learning_rate(lr), True)
 
     def loss_and_grads(self, X, Y, loss="mse"):
         """Forward, loss and backward in one compiled call, without an update.
@@ -990,30 +969,38 @@ cdef class Engine:
         Fills grads (for an optimizer to apply) and returns the loss; the
         parameters are left as they are.
         """
+        return self._step(X, Y, loss, 0.0, False)
+
+    cdef object _step(self, X, Y, loss, double step, bint update):
+        """The one door of train_step and loss_and_grads: check, then one compiled pass."""
         cdef int code = self._loss_code(loss)
         cdef bint single
-        cdef bint keep_logits = self._last_code == SOFTMAX
         cdef double value
         cdef Py_ssize_t n
         X = self._load_input(X, &n, &single)
         if n == 0:
-            raise ValueError("X holds no samples: gradients need at least one")
+            raise ValueError("X holds no samples: a step needs at least one")
         Y = self._load_targets(Y, n, single, code)
         self._acquire()
         try:
             self._load_batch(X, Y, n)
             if self._releases_gil(n):
                 with nogil:
-                    self._forward_kept(n, keep_logits)
-                    value = self._backward_pass(n, code)
+                    value = self._gradient_pass(n, code, step, update)
             else:
-                self._forward_kept(n, keep_logits)
-                value = self._backward_pass(n, code)
+                value = self._gradient_pass(n, code, step, update)
             self.has_forward = True
             self._single = single
         finally:
             self._release()
         return value
+
+    cdef double _gradient_pass(self, Py_ssize_t n, int code, double step,
+                               bint update) noexcept nogil:
+        if update:
+            return self._train_pass(n, code, step)
+        self._forward_kept(n, self._last_code == SOFTMAX)
+        return self._backward_pass(n, code)
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
