@@ -598,6 +598,131 @@ cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes
 
 
 # ---------------------------------------------------------------------------
+# One epoch of plain SGD: the batch loop in compiled code
+# ---------------------------------------------------------------------------
+
+# The order of an epoch that takes the samples as they come: no indices at all
+# (an epoch always holds at least one sample, so empty is never a real order).
+_IN_ORDER = np.empty(0, dtype=np.intp)
+
+
+cdef inline void _work_bounds(Py_ssize_t m, Py_ssize_t width_sum, Py_ssize_t n_in,
+                              Py_ssize_t n_out, bint logits, Py_ssize_t* ends) noexcept nogil:
+    """OUT ends[0..3]: where A, D, the kept logits Z and the targets of m samples
+    end in the work storage, each block starting where the one before ends."""
+    ends[0] = m * width_sum
+    ends[1] = ends[0] + m * (width_sum - n_in)
+    ends[2] = ends[1] + (m * n_out if logits else 0)
+    ends[3] = ends[2] + m * n_out
+
+
+cdef bint _gather_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
+                        const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t m,
+                        floating[::1] A, floating[::1] T) noexcept nogil:
+    """OUT A^(0) (the front of A) and the targets T of one batch: the m samples
+    that order lists from position start on (samples start .. start+m-1 when
+    order is empty). False, with the batch unfinished, if an index lies outside
+    X: the caller checked them all, but another thread may write into order."""
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, row
+    if order.shape[0] == 0:
+        memcpy(&A[0], &X[start, 0], m * n_in * sizeof(floating))
+        memcpy(&T[0], &Y[start, 0], m * n_out * sizeof(floating))
+        return True
+    for i in range(m):
+        row = order[start + i]   # read once: checked and used as the same value
+        if row < 0 or row >= n:
+            return False
+        memcpy(&A[i * n_in], &X[row, 0], n_in * sizeof(floating))
+        memcpy(&T[i * n_out], &Y[row, 0], n_out * sizeof(floating))
+    return True
+
+
+cdef Py_ssize_t _sgd_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                           floating[::1] params, floating[::1] grads, floating[::1] storage,
+                           const floating[:, ::1] X, const floating[:, ::1] Y,
+                           const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss,
+                           floating lr, double[::1] losses, bint* bad_row) noexcept nogil:
+    """The batches of one epoch, each gathered into the work buffers and taken
+    through _train_step: the numbers of train_step on each batch in turn.
+
+    IN X (n, n_in), Y (n, n_out), order (see _gather_batch); INOUT params;
+    OUT losses[b]: the loss of batch b; the work buffers, laid out in storage
+    as Engine._resize lays them out for the batch's size (the last batch of
+    an epoch may be smaller). Stops after the first batch whose loss is not
+    finite, and before a batch with an index outside X (setting bad_row).
+    Returns the number of batches run.
+    """
+    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], width_sum = 0, l
+    cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
+    cdef Py_ssize_t ends[4]
+    cdef bint logits = codes[L - 1] == SOFTMAX
+    cdef floating[::1] A, D, Z, T
+    cdef double value
+    for l in range(L + 1):
+        width_sum += sizes[l]
+    while start < n:
+        m = min(batch_size, n - start)
+        if m != m_views:
+            _work_bounds(m, width_sum, sizes[0], sizes[L], logits, ends)
+            A = storage[:ends[0]]
+            D = storage[ends[0]:ends[1]]
+            Z = storage[ends[1]:ends[2]]
+            T = storage[ends[2]:ends[3]]
+            m_views = m
+        if not _gather_batch(X, Y, order, start, m, A, T):
+            bad_row[0] = True
+            break
+        value = _train_step(sizes, codes, m, params, grads, A, D, Z, T, loss, lr)
+        losses[batch] = value
+        batch += 1
+        start += m
+        if not isfinite(value):
+            break
+    return batch
+
+
+cdef object _check_order(object order, Py_ssize_t n):
+    """order as _sgd_epoch reads it: n indices in [0, n), intp, C-contiguous."""
+    cdef Py_ssize_t bad
+    if order is None:
+        return _IN_ORDER
+    if not cnp.PyArray_Check(order) or cnp.PyArray_TYPE(order) != cnp.NPY_INTP:
+        got = order.dtype if cnp.PyArray_Check(order) else type(order).__name__
+        raise TypeError(f"order must be None or a numpy array of dtype intp, got {got}")
+    if cnp.PyArray_NDIM(order) != 1 or cnp.PyArray_DIM(order, 0) != n:
+        raise ValueError(f"order must hold one index per sample, shape ({n},), "
+                         f"got {order.shape}")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(order) and cnp.PyArray_ISBEHAVED_RO(order)):
+        raise ValueError("order must be C-contiguous, aligned and in native byte order")
+    bad = _first_outside(order, n)
+    if bad >= 0:
+        raise ValueError(f"order must hold indices in [0, {n}), got order[{bad}] = {order[bad]}")
+    return order
+
+
+cdef int _check_losses(object losses, Py_ssize_t n_batches) except -1:
+    """losses can take one float64 for each of n_batches batches."""
+    if not cnp.PyArray_Check(losses) or cnp.PyArray_TYPE(losses) != cnp.NPY_DOUBLE:
+        got = losses.dtype if cnp.PyArray_Check(losses) else type(losses).__name__
+        raise TypeError(f"losses must be a numpy array of dtype float64, got {got}")
+    if cnp.PyArray_NDIM(losses) != 1 or cnp.PyArray_DIM(losses, 0) < n_batches:
+        raise ValueError(f"losses must be 1-D with room for the {n_batches} batches, "
+                         f"got shape {losses.shape}")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(losses) and cnp.PyArray_ISBEHAVED(losses)):
+        raise ValueError("losses must be C-contiguous, aligned and writable")
+    return 0
+
+
+cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] order, Py_ssize_t n) noexcept:
+    """The position of the first index of order outside [0, n), or -1."""
+    cdef Py_ssize_t i
+    for i in range(order.shape[0]):
+        if order[i] < 0 or order[i] >= n:
+            return i
+    return -1
+
+
+# ---------------------------------------------------------------------------
 # Engine: the buffers of one network, and the checked doors into the kernels
 # ---------------------------------------------------------------------------
 
@@ -686,17 +811,16 @@ cdef class Engine:
         one of an epoch) uses the front of it, so alternating batch sizes cost
         four array views, never a new buffer.
         """
-        cdef Py_ssize_t n_a = n * self._width_sum, n_d = n * (self._width_sum - self._n_in)
-        cdef Py_ssize_t n_z = n * self._n_out if self._last_code == SOFTMAX else 0
-        cdef Py_ssize_t n_y = n * self._n_out
+        cdef Py_ssize_t ends[4]
         _check_batch_size(n)
+        _work_bounds(n, self._width_sum, self._n_in, self._n_out, self._last_code == SOFTMAX, ends)
         if self._storage is None or n > self._capacity:
-            self._storage = np.zeros(n_a + n_d + n_z + n_y, dtype=self.dtype)
+            self._storage = np.zeros(ends[3], dtype=self.dtype)
             self._capacity = n
-        self.activations_buffer = self._storage[:n_a]
-        self.deltas_buffer = self._storage[n_a:n_a + n_d]
-        self._logits_buffer = self._storage[n_a + n_d:n_a + n_d + n_z]
-        self._targets_buffer = self._storage[n_a + n_d + n_z:n_a + n_d + n_z + n_y]
+        self.activations_buffer = self._storage[:ends[0]]
+        self.deltas_buffer = self._storage[ends[0]:ends[1]]
+        self._logits_buffer = self._storage[ends[1]:ends[2]]
+        self._targets_buffer = self._storage[ends[2]:ends[3]]
         if self._double:
             self._A64 = self.activations_buffer
             self._D64 = self.deltas_buffer
@@ -1001,6 +1125,115 @@ cdef class Engine:
             return self._train_pass(n, code, step)
         self._forward_kept(n, self._last_code == SOFTMAX)
         return self._backward_pass(n, code)
+
+    # -- one epoch of plain SGD ---------------------------------------------------
+
+    def train_epoch(self, X, Y, order, Py_ssize_t batch_size, lr, loss, losses):
+        """Plain SGD over the batches of one epoch, in one compiled call.
+
+        X (n, n_in) and Y (n, n_out), or (n,) for one output, are the whole
+        data set: ndarrays of the network's dtype, C-contiguous and aligned,
+        checked here once and then read in place, never cast or copied (for
+        cross_entropy, Y holds the target rows, not class indices). The epoch
+        takes the samples in the order of ``order``, an intp array of n
+        indices in [0, n) (None: 0, 1, ..., n - 1), batch_size at a time, the
+        last batch holding the remainder. Each batch's rows go straight from
+        X and Y into the work buffers and take the step train_step takes:
+        the parameters end bit for bit as after train_step on each batch in
+        turn, and the work buffers hold the last batch's pass.
+
+        OUT losses (float64, 1-D, an entry for each batch): the loss of each
+        batch, before its update. The epoch stops after the first batch whose
+        loss is not finite. Returns the number of batches run.
+        """
+        cdef int code = self._loss_code(loss)
+        cdef double step = self._learning_rate(lr)
+        cdef Py_ssize_t n, n_batches, ran, last
+        cdef bint bad_row = False
+        X = self._data_set(X, "X", 0, self._n_in, False)
+        n = cnp.PyArray_DIM(X, 0)
+        if n == 0:
+            raise ValueError("X holds no samples: an epoch needs at least one")
+        Y = self._data_set(Y, "Y", n, self._n_out, True)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n_batches = n // batch_size + (n % batch_size != 0)
+        order = _check_order(order, n)
+        _check_losses(losses, n_batches)
+        self._acquire()
+        try:
+            if min(batch_size, n) != self.batch_size:
+                self._resize(min(batch_size, n))
+            for given in (X, Y, losses):
+                for buffer in (self._storage, self.params, self.grads):
+                    if _overlaps(given, buffer):
+                        raise ValueError("X, Y and losses must not share memory with the "
+                                         "network's parameters, gradients or work buffers")
+            if _overlaps(losses, X) or _overlaps(losses, Y):
+                raise ValueError("losses must not share memory with X or Y")
+            ran = self._epoch_pass(X, Y, order, batch_size, code, step, losses, &bad_row)
+            if ran > 0:
+                # The views train_step would have left: those of the last batch run.
+                last = min(batch_size, n - (ran - 1) * batch_size)
+                if last != self.batch_size:
+                    self._resize(last)
+            self.has_forward = ran > 0 and not bad_row
+            self._single = False
+        finally:
+            self._release()
+        if bad_row:
+            raise RuntimeError(f"an index of order left [0, {n}) during the epoch (another "
+                               f"thread wrote into it); {ran} batches had run")
+        return ran
+
+    cdef object _data_set(self, object M, str name, Py_ssize_t n, Py_ssize_t width,
+                          bint is_targets):
+        """M as the (n, width) array an epoch reads in place (any n for X; (n,)
+        also does for targets of one column), or an exception: never a copy."""
+        if not cnp.PyArray_Check(M):
+            raise TypeError(f"{name} must be a numpy array of the network's dtype "
+                            f"({self.dtype}), got {type(M).__name__}")
+        if cnp.PyArray_TYPE(M) != self._typenum:
+            raise TypeError(f"{name} must have the network's dtype {self.dtype}, got "
+                            f"{M.dtype}: convert the data set once, before the epochs")
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(M) and cnp.PyArray_ISBEHAVED_RO(M)):
+            raise ValueError(f"{name} must be C-contiguous, aligned and in native byte order "
+                             f"(numpy.ascontiguousarray makes it so)")
+        if is_targets and width == 1 and cnp.PyArray_NDIM(M) == 1 and cnp.PyArray_DIM(M, 0) == n:
+            return M.reshape(n, 1)
+        if (cnp.PyArray_NDIM(M) != 2 or cnp.PyArray_DIM(M, 1) != width
+                or (is_targets and cnp.PyArray_DIM(M, 0) != n)):
+            expected = f"({n}, {width})" if is_targets else f"(n, {width})"
+            if is_targets and width == 1:
+                expected += f" or ({n},)"
+            raise ValueError(f"{name} must have shape {expected}, got {M.shape}")
+        return M
+
+    cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code,
+                                double step, losses, bint* bad_row) except -1:
+        """_sgd_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
+        cdef const Py_ssize_t[::1] rows = order
+        cdef double[::1] out = losses
+        cdef const double[:, ::1] X64, Y64
+        cdef const float[:, ::1] X32, Y32
+        cdef double[::1] S64
+        cdef float[::1] S32
+        cdef bint release = self._releases_gil(cnp.PyArray_DIM(X, 0))
+        if self._double:
+            X64, Y64, S64 = X, Y, self._storage
+            if release:
+                with nogil:
+                    return _sgd_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                                      X64, Y64, rows, batch_size, code, step, out, bad_row)
+            return _sgd_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                              X64, Y64, rows, batch_size, code, step, out, bad_row)
+        X32, Y32, S32 = X, Y, self._storage
+        if release:
+            with nogil:
+                return _sgd_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                                  X32, Y32, rows, batch_size, code, <float>step, out, bad_row)
+        return _sgd_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                          X32, Y32, rows, batch_size, code, <float>step, out, bad_row)
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:

@@ -224,20 +224,34 @@ class _Loop:
         self.rng = rng
         self.n = X.shape[0]
         self.X, self.Y = X, Y
+        self.batch_size = batch_size
+        self.n_batches = -(-self.n // batch_size)
         if shuffle:
-            self.identity = np.arange(self.n)
+            self.identity = np.arange(self.n, dtype=np.intp)
             self.order = np.empty_like(self.identity)
-            self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
         else:
             self.order = None
-            self.X_batches, self.Y_batches = X, Y
-        self.batches = [(self.X_batches[i:i + batch_size], self.Y_batches[i:i + batch_size],
-                         min(batch_size, self.n - i)) for i in range(0, self.n, batch_size)]
-        # Plain SGD is fused into the backward pass: no separate update sweep.
+        # Plain SGD is fused into the backward pass, and its epoch is one
+        # compiled call that gathers each batch from X and Y by itself.
         self.fused = isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
-        # What a divergence restores: kept in buffers filled at each epoch's start.
+        if self.fused:
+            self.batch_losses = np.empty(self.n_batches)
+            self.batch_sizes = np.full(self.n_batches, float(batch_size))
+            self.batch_sizes[-1] = self.n - (self.n_batches - 1) * batch_size
+            self.weighted_sums = np.empty(self.n_batches)
+        else:
+            # The other optimizers take batches as contiguous slices of one
+            # copy of the data, filled by one gather per epoch when shuffling.
+            self.X_batches, self.Y_batches = X, Y
+            if shuffle:
+                self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
+            self.batches = [(self.X_batches[i:i + batch_size], self.Y_batches[i:i + batch_size],
+                             min(batch_size, self.n - i)) for i in range(0, self.n, batch_size)]
+        # What a divergence restores: kept in buffers filled at each epoch's
+        # start. A fused epoch leaves the optimizer's state as it was, so
+        # there is none of it to keep.
         self.params_at_epoch_start = np.empty_like(net.params)
-        self.opt_at_epoch_start = opt.state_dict()
+        self.opt_at_epoch_start = None if self.fused else opt.state_dict()
 
     def run(self, epochs, validation, patience, callbacks, progress):
         history = History()
@@ -271,40 +285,56 @@ class _Loop:
 
     def _epoch(self, epoch, history):
         """One pass over the batches; returns the epoch's training loss."""
-        net, loss, opt = self.net, self.loss, self.opt
         self._remember_epoch_start()
+        if self.order is not None:
+            self.order[...] = self.identity
+            self.rng.shuffle(self.order)
+        if self.fused:
+            total = self._fused_epoch(epoch, history)
+        else:
+            total = self._stepped_epoch(epoch, history)
+        if not np.isfinite(self.net.params).all():
+            self._diverged(epoch, self.n_batches - 1, "a parameter became NaN or infinite",
+                           history)
+        return total / self.n
+
+    def _fused_epoch(self, epoch, history):
+        """Plain SGD: the whole epoch in one compiled call; returns the sum of
+        the batch losses, each weighted by its batch's size."""
+        losses = self.batch_losses
+        ran = self.net._engine.train_epoch(self.X, self.Y, self.order, self.batch_size,
+                                           self.opt.lr, self.loss, losses)
+        value = float(losses[ran - 1])
+        if not math.isfinite(value):   # the call stops at the first such batch
+            self._diverged(epoch, ran - 1, f"the loss became {value}", history)
+        # Summed one batch after the other, in the order a loop of train_steps
+        # would add them: accumulate is sequential, where sum() is pairwise.
+        np.multiply(losses, self.batch_sizes, out=self.weighted_sums)
+        return float(np.add.accumulate(self.weighted_sums, out=self.weighted_sums)[-1])
+
+    def _stepped_epoch(self, epoch, history):
+        """An optimizer step after each batch's gradients: one gather of the
+        shuffled samples, then two compiled calls per batch."""
         if self.order is not None:
             # mode="clip" lets take() write straight into out (the order is
             # a permutation, so nothing is ever clipped); "raise" would buffer.
-            self.order[...] = self.identity
-            self.rng.shuffle(self.order)
             np.take(self.X, self.order, axis=0, out=self.X_batches, mode="clip")
             np.take(self.Y, self.order, axis=0, out=self.Y_batches, mode="clip")
-        # The hot loop: one compiled call (two with an optimizer) per batch.
-        engine, isfinite, total = net._engine, math.isfinite, 0.0
-        if self.fused:
-            train_step, lr = engine.train_step, opt.lr
-            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
-                value = train_step(X_batch, Y_batch, lr, loss)
-                if not isfinite(value):
-                    self._diverged(epoch, batch, f"the loss became {value}", history)
-                total += value * m
-        else:
-            loss_and_grads, update = engine.loss_and_grads, opt.step
-            for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
-                value = loss_and_grads(X_batch, Y_batch, loss)
-                if not isfinite(value):
-                    self._diverged(epoch, batch, f"the loss became {value}", history)
-                update()
-                total += value * m
-        if not np.isfinite(net.params).all():
-            self._diverged(epoch, len(self.batches) - 1, "a parameter became NaN or infinite",
-                           history)
-        return total / self.n
+        loss_and_grads, update = self.net._engine.loss_and_grads, self.opt.step
+        loss, isfinite, total = self.loss, math.isfinite, 0.0
+        for batch, (X_batch, Y_batch, m) in enumerate(self.batches):
+            value = loss_and_grads(X_batch, Y_batch, loss)
+            if not isfinite(value):
+                self._diverged(epoch, batch, f"the loss became {value}", history)
+            update()
+            total += value * m
+        return total
 
     def _remember_epoch_start(self):
         self.params_at_epoch_start[...] = self.net.params
         saved = self.opt_at_epoch_start
+        if saved is None:
+            return
         for key in saved:
             if key == "steps":
                 saved[key] = self.opt.steps
@@ -313,7 +343,8 @@ class _Loop:
 
     def _diverged(self, epoch, batch, what, history):
         self.net.params[...] = self.params_at_epoch_start
-        self.opt.load_state_dict(self.opt_at_epoch_start)
+        if self.opt_at_epoch_start is not None:
+            self.opt.load_state_dict(self.opt_at_epoch_start)
         raise TrainingDivergedError(
             f"training diverged: {what} at epoch {epoch}, batch {batch}. The parameters were "
             f"restored to their values at the start of epoch {epoch}. Try a smaller learning "
