@@ -681,6 +681,17 @@ cdef Py_ssize_t _sgd_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
     return batch
 
 
+cdef bint _all_finite(const floating[::1] v) noexcept nogil:
+    """Whether no entry of v is NaN or infinite: x - x is 0 for every finite x
+    and NaN otherwise, a test without branches that the compiler vectorises."""
+    cdef Py_ssize_t i
+    cdef floating zero = 0
+    cdef bint finite = True
+    for i in range(v.shape[0]):
+        finite &= (v[i] - v[i]) == zero
+    return finite
+
+
 cdef object _check_order(object order, Py_ssize_t n):
     """order as _sgd_epoch reads it: n indices in [0, n), intp, C-contiguous."""
     cdef Py_ssize_t bad
@@ -1185,6 +1196,25 @@ cdef class Engine:
             raise RuntimeError(f"an index of order left [0, {n}) during the epoch (another "
                                f"thread wrote into it); {ran} batches had run")
         return ran
+
+    def params_finite(self):
+        """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
+        cdef bint finite
+        self._acquire()
+        try:
+            if self._releases_gil(1):
+                with nogil:
+                    finite = self._params_finite()
+            else:
+                finite = self._params_finite()
+        finally:
+            self._release()
+        return finite
+
+    cdef bint _params_finite(self) noexcept nogil:
+        if self._double:
+            return _all_finite(self._p64)
+        return _all_finite(self._p32)
 
     cdef object _data_set(self, object M, str name, Py_ssize_t n, Py_ssize_t width,
                           bint is_targets):

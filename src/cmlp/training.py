@@ -1,11 +1,13 @@
 """The training loop of :class:`cmlp.MLP`: mini-batches, optimizers, history, early stopping.
 
-:func:`fit` loops over epochs and mini-batches in Python and nothing finer:
-each batch is one compiled call (``Engine.train_step`` for plain SGD, which
-fuses the update into the backward pass; ``Engine.loss_and_grads`` followed by
-a compiled optimizer step from :mod:`cmlp._optim` otherwise). Batches are
-contiguous slices of buffers allocated once per ``fit``, filled by one gather
-per epoch when shuffling, so the loop allocates nothing per batch.
+:func:`fit` loops over epochs in Python. With plain SGD (no momentum, no
+weight decay) an epoch is one compiled call, ``Engine.train_epoch``: the
+kernel gathers each batch's rows from ``X`` and ``Y`` straight into the work
+buffers and takes the step ``Engine.train_step`` would take, update fused into
+the backward pass. Any other optimizer loops over the batches in Python, two
+compiled calls each (``Engine.loss_and_grads``, then a step from
+:mod:`cmlp._optim`), over contiguous slices of one copy of the data filled by
+one gather per epoch when shuffling. Neither allocates anything per batch.
 
 Left out on purpose: learning-rate schedules (a callback may set ``lr`` on an
 optimizer passed in), sample weights, gradient clipping.
@@ -160,7 +162,10 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
     The validation loss is computed from :meth:`cmlp.MLP.predict`, in float64,
     with the same formulas as the training loss; for ``"cross_entropy"`` the
     predicted probabilities are floored at the dtype's smallest normal number
-    before the log. Shuffling keeps one shuffled copy of ``X`` and ``Y``.
+    before the log. With plain SGD each epoch is one compiled call that holds
+    the network's lock, so a ``predict`` from another thread waits for the
+    epoch to end; other optimizers hold it for one batch at a time, and keep
+    one shuffled copy of ``X`` and ``Y`` when shuffling.
     """
     epochs = _check_count("epochs", epochs, 0)
     batch_size = _check_count("batch_size", batch_size, 1)
@@ -224,8 +229,8 @@ class _Loop:
         self.rng = rng
         self.n = X.shape[0]
         self.X, self.Y = X, Y
-        self.batch_size = batch_size
-        self.n_batches = -(-self.n // batch_size)
+        self.batch_size = min(batch_size, self.n)   # a larger one means one batch of all
+        self.n_batches = -(-self.n // self.batch_size)
         if shuffle:
             self.identity = np.arange(self.n, dtype=np.intp)
             self.order = np.empty_like(self.identity)
@@ -236,8 +241,8 @@ class _Loop:
         self.fused = isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
         if self.fused:
             self.batch_losses = np.empty(self.n_batches)
-            self.batch_sizes = np.full(self.n_batches, float(batch_size))
-            self.batch_sizes[-1] = self.n - (self.n_batches - 1) * batch_size
+            self.batch_sizes = np.full(self.n_batches, float(self.batch_size))
+            self.batch_sizes[-1] = self.n - (self.n_batches - 1) * self.batch_size
             self.weighted_sums = np.empty(self.n_batches)
         else:
             # The other optimizers take batches as contiguous slices of one
@@ -245,8 +250,9 @@ class _Loop:
             self.X_batches, self.Y_batches = X, Y
             if shuffle:
                 self.X_batches, self.Y_batches = np.empty_like(X), np.empty_like(Y)
-            self.batches = [(self.X_batches[i:i + batch_size], self.Y_batches[i:i + batch_size],
-                             min(batch_size, self.n - i)) for i in range(0, self.n, batch_size)]
+            size = self.batch_size
+            self.batches = [(self.X_batches[i:i + size], self.Y_batches[i:i + size],
+                             min(size, self.n - i)) for i in range(0, self.n, size)]
         # What a divergence restores: kept in buffers filled at each epoch's
         # start. A fused epoch leaves the optimizer's state as it was, so
         # there is none of it to keep.
@@ -293,7 +299,7 @@ class _Loop:
             total = self._fused_epoch(epoch, history)
         else:
             total = self._stepped_epoch(epoch, history)
-        if not np.isfinite(self.net.params).all():
+        if not self.net._engine.params_finite():
             self._diverged(epoch, self.n_batches - 1, "a parameter became NaN or infinite",
                            history)
         return total / self.n
