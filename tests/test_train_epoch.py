@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import cmlp
 from cmlp import TrainingDivergedError
@@ -125,6 +127,37 @@ def test_train_epoch_takes_any_index_array_and_reports_each_batch_loss(dtype):
     assert ran == 4
     assert losses[:4].tolist() == expected and losses[4] == -1.0   # room to spare is untouched
     np.testing.assert_array_equal(net.params, twin.params)
+
+
+@given(st.data())
+def test_train_epoch_equals_train_steps_for_any_batching(data):
+    loss, activation = data.draw(st.sampled_from([
+        ("mse", "identity"), ("half_sse", "tanh"), ("bce", "sigmoid"),
+        ("cross_entropy", "softmax")]))
+    sizes = data.draw(st.lists(st.sampled_from([1, 2, 3, 7, 40]), min_size=2, max_size=4))
+    if loss == "cross_entropy":
+        sizes[-1] = max(sizes[-1], 2)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    n = data.draw(st.integers(1, 40))
+    batch_size = data.draw(st.integers(1, 45))
+    X, Y = data_for(loss, sizes, n, dtype, seed=data.draw(st.integers(0, 2**16)))
+    order = data.draw(st.one_of(st.none(), st.lists(st.integers(0, n - 1), min_size=n,
+                                                    max_size=n).map(np.array)))
+    net = cmlp.MLP(sizes, activation=["relu"] * (len(sizes) - 2) + [activation], dtype=dtype,
+                   seed=data.draw(st.integers(0, 2**16)))
+    twin = copy.deepcopy(net)
+    losses = np.empty(-(-n // batch_size))
+    ran = net._engine.train_epoch(X, Y, order, batch_size, 0.3, loss, losses)
+    rows, expected = np.arange(n) if order is None else order, []
+    for start in range(0, n, batch_size):
+        batch = rows[start:start + batch_size]
+        expected.append(twin.train_step(X[batch], Y[batch], 0.3, loss))
+        if not math.isfinite(expected[-1]):
+            break
+    assert ran == len(expected)
+    np.testing.assert_array_equal(losses[:ran], expected)
+    np.testing.assert_array_equal(net.params, twin.params)
+    np.testing.assert_array_equal(net.activations[-1], twin.activations[-1])
 
 
 def test_train_epoch_stops_after_the_first_batch_whose_loss_is_not_finite(dtype):
