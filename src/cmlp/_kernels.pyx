@@ -180,11 +180,12 @@ cdef extern from *:
     #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
     typedef CMLP_VECTOR(real, NR) cmlp_vec_##sfx;                                              \
                                                                                                \
-    CMLP_KERNEL_INLINE void cmlp_row_store_##sfx(real *C, cmlp_vec_##sfx v, Py_ssize_t nr) {    \
+    CMLP_KERNEL_INLINE void cmlp_row_store_##sfx(real *C, const cmlp_vec_##sfx *v,              \
+                                                Py_ssize_t nr) {                               \
         if (nr == NR)                                                                          \
-            *(cmlp_vec_##sfx *)C = v;                                                          \
+            *(cmlp_vec_##sfx *)C = *v;                                                         \
         else                                                                                   \
-            for (Py_ssize_t c = 0; c < nr; c++) C[c] = v[c];                                   \
+            for (Py_ssize_t c = 0; c < nr; c++) C[c] = (*v)[c];                                \
     }                                                                                          \
                                                                                                \
     /* MR rows of C by nr (<= NR) columns */                                                   \
@@ -202,10 +203,10 @@ cdef extern from *:
             c2 = c2 + a[2 * a_row] * p;                                                        \
             c3 = c3 + a[3 * a_row] * p;                                                        \
         }                                                                                      \
-        cmlp_row_store_##sfx(C, c0, nr);                                                       \
-        cmlp_row_store_##sfx(C + ldc, c1, nr);                                                 \
-        cmlp_row_store_##sfx(C + 2 * ldc, c2, nr);                                             \
-        cmlp_row_store_##sfx(C + 3 * ldc, c3, nr);                                             \
+        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
+        cmlp_row_store_##sfx(C + ldc, &c1, nr);                                                \
+        cmlp_row_store_##sfx(C + 2 * ldc, &c2, nr);                                            \
+        cmlp_row_store_##sfx(C + 3 * ldc, &c3, nr);                                            \
     }                                                                                          \
     /* one row of C by nr (<= NR) columns: the rows left below a multiple of MR */             \
     CMLP_KERNEL_INLINE void cmlp_gemm_row_##sfx(                                               \
@@ -216,7 +217,7 @@ cdef extern from *:
             p = *(const cmlp_vec_##sfx *)(P + k * p_row);                                      \
             c0 = c0 + A[k * a_col] * p;                                                        \
         }                                                                                      \
-        cmlp_row_store_##sfx(C, c0, nr);                                                       \
+        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
     }                                                                                          \
                                                                                                \
     /* C[j] = a . B[j, :] for one row a: a panel of B^T would cost as much as the */         \
