@@ -130,6 +130,9 @@ CASES = {
                   description="[1024, 1024, 1024, 10], batch 256"),
 }
 FLOOR_CASES = ("medium", "large")
+# OpenBLAS workers spin for 2^28 clock cycles (0.1 s at 2.7 GHz) after a call
+# before they sleep; libgomp's, a few milliseconds. See time_round_robin.
+POOL_SETTLE_S = 0.25
 ENGINES = ("cmlp", "numpy", "python", "torch", "sklearn")
 
 # The issue's targets: (name, case, operation, engine, comparison, limit).
@@ -393,12 +396,20 @@ def _calibrate(fn, min_time, clock=time.perf_counter):
         number *= 10
 
 
-def time_round_robin(functions, repeats, min_time, clock=time.perf_counter):
+def time_round_robin(functions, repeats, min_time, clock=time.perf_counter, settle=0.0):
     """{name: (median seconds per call, number)}, all timed in alternation.
 
     clock is wall time; time.thread_time (CPU time of this thread) suits code
     that runs on this thread alone, and leaves out the time other processes
     took the core.
+
+    settle (seconds) is a pause before each repeat, followed by one untimed
+    call. With more than one thread, the engines use different thread pools
+    (SciPy's OpenBLAS for cmlp and scikit-learn, NumPy's for the NumPy engine
+    and the floor, PyTorch's own), and a pool's workers keep spinning for a
+    while after its last call: on a machine with as many cores as threads,
+    the engine timed next would share its cores with them. The pause lets
+    them go to sleep, so that each engine is timed as its own users run it.
     """
     numbers = {name: _calibrate(fn, min_time, clock) for name, fn in functions.items()}
     samples = {name: [] for name in functions}
@@ -408,6 +419,9 @@ def time_round_robin(functions, repeats, min_time, clock=time.perf_counter):
     try:
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
+                if settle:
+                    time.sleep(settle)
+                    functions[name]()
                 samples[name].append(_loop_seconds(functions[name], numbers[name], clock)
                                      / numbers[name])
     finally:
@@ -433,13 +447,15 @@ def bench_cell(case, dtype, threads, repeats, min_time):
             spec = CASES[case]
             functions["gemm_floor"] = GemmFloor(spec["layer_sizes"], spec["batch_size"],
                                                 dtype).step
-        timed = time_round_robin(functions, repeats, min_time)
+        settle = POOL_SETTLE_S if threads > 1 else 0.0
+        timed = time_round_robin(functions, repeats, min_time, settle=settle)
         floor = timed.pop("gemm_floor", (None, None))[0]
         rows = [_result_row(case, dtype, threads, "train_step", timed, floor)]
         if case == "tiny":
             predicts = {e.name: e.predict for e in engines if e.predict is not None}
             rows.append(_result_row(case, dtype, threads, "predict",
-                                    time_round_robin(predicts, repeats, min_time), None))
+                                    time_round_robin(predicts, repeats, min_time, settle=settle),
+                                    None))
     return rows
 
 

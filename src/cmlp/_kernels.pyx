@@ -19,8 +19,9 @@ kernels over typed memoryviews (one fused float32/float64 type) do the maths;
 only then enters the kernels with the GIL released. No kernel allocates, and
 none is reachable with an unchecked shape.
 
-Matrix products go through a row-major ``_gemm``: hand-written loops for the
-tiny layers where a BLAS call costs more than the work, and
+Matrix products go through a row-major ``_gemm``: a compiled small-product
+kernel (register-blocked C; on x86-64 Linux built for SSE2, AVX2 and AVX-512
+and picked at load time) for the layers where a BLAS call costs more than the work, and
 ``scipy.linalg.cython_blas`` (no link-time BLAS dependency) beyond that.
 """
 from cython cimport floating
@@ -50,6 +51,7 @@ cnp.import_array()
 # entry with |z| beyond 707, or a NaN, takes the scalar libm route instead.
 # float32 rows are computed in double and rounded once, so e is glibc's expf
 # correctly rounded: the sigmoid then takes the same float32 steps as before.
+# float64 rows fold the exponential's division into the sigmoid's own.
 cdef extern from *:
     """
     #include <math.h>
@@ -65,27 +67,41 @@ cdef extern from *:
     #define CMLP_INLINE inline
     #endif
 
-    static CMLP_INLINE double cmlp_exp_reduced(double x) {
+    /* e^x for -707 <= x <= 0, as fdlibm reduces it: x = k ln 2 + r with
+       |r| <= ln(2) / 2, then e^r = 1 + r + r c / (2 - c), c a polynomial in
+       r^2. The pieces are kept so that a caller may also take the final
+       division for its own. */
+    typedef struct { uint64_t k_bits; double hi, lo, r, c; } cmlp_exp_parts;
+
+    static CMLP_INLINE cmlp_exp_parts cmlp_exp_reduce(double x) {
         const double shift = 6755399441055744.0;        /* 1.5 * 2^52 */
         const double inv_ln2 = 1.44269504088896338700e+00;
         const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
         const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
                      P3 = 6.61375632143793436117e-05, P4 = -1.65339022054652515390e-06,
                      P5 = 4.13813679705723846039e-08;
-        double kd = x * inv_ln2 + shift, hi, lo, r, t, c, y;
-        uint64_t k_bits, y_bits;
-        memcpy(&k_bits, &kd, sizeof kd);   /* k in the low bits */
+        double kd = x * inv_ln2 + shift, t;
+        cmlp_exp_parts p;
+        memcpy(&p.k_bits, &kd, sizeof kd);   /* k in the low bits */
         kd -= shift;
-        hi = x - kd * ln2_hi;
-        lo = kd * ln2_lo;
-        r = hi - lo;
-        t = r * r;
-        c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
-        y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+        p.hi = x - kd * ln2_hi;
+        p.lo = kd * ln2_lo;
+        p.r = p.hi - p.lo;
+        t = p.r * p.r;
+        p.c = p.r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+        return p;
+    }
+    /* y * 2^k, for a y * 2^k that is a normal number */
+    static CMLP_INLINE double cmlp_scale(double y, uint64_t k_bits) {
+        uint64_t y_bits;
         memcpy(&y_bits, &y, sizeof y);
-        y_bits += k_bits << 52;            /* y * 2^k */
+        y_bits += k_bits << 52;
         memcpy(&y, &y_bits, sizeof y);
         return y;
+    }
+    static CMLP_INLINE double cmlp_exp_reduced(double x) {
+        cmlp_exp_parts p = cmlp_exp_reduce(x);
+        return cmlp_scale(1.0 - ((p.lo - (p.r * p.c) / (2.0 - p.c)) - p.hi), p.k_bits);
     }
 
     /* z <- z + b; returns whether every |z| <= 707 (false for NaN): then the
@@ -107,14 +123,6 @@ cdef extern from *:
         return ok;
     }
 
-    /* c <- c + a b along a row: the inner loop of the hand-written products. */
-    static CMLP_INLINE void cmlp_axpy_d(double *CMLP_RESTRICT c, double a, const double *CMLP_RESTRICT b, Py_ssize_t n) {
-        for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
-    }
-    static CMLP_INLINE void cmlp_axpy_f(float *CMLP_RESTRICT c, float a, const float *CMLP_RESTRICT b, Py_ssize_t n) {
-        for (Py_ssize_t j = 0; j < n; j++) c[j] = c[j] + a * b[j];
-    }
-
     /* With GCC on x86-64 Linux, also compiled for AVX2 and AVX-512 and picked
        at load time (the wheel's baseline is SSE2). Contraction into FMA is off
        for the whole build (setup.py), so every variant rounds alike. */
@@ -124,10 +132,16 @@ cdef extern from *:
     #define CMLP_VECTOR_CLONES
     #endif
 
-    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, for |z| <= 707. */
+    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, for |z| <= 707.
+       In double, e^-|z| = 2^k (2 - c + 2r) / (2 - c) is left as a fraction, and
+       one division gives the sigmoid: 1 / (1 + e) = (2 - c) / ((2 - c) + 2^k (2 - c + 2r)).
+       As accurate as two divisions: on 2.1 million inputs both stay within
+       2.4 ulp of the exact sigmoid, as NumPy's 1 / (1 + exp(-z)) does (2.5);
+       and a division is the slowest step of the block. */
     static CMLP_INLINE double cmlp_sigmoid_d(double z) {
-        double e = cmlp_exp_reduced(-fabs(z));
-        return (z >= 0 ? 1.0 : e) / (1.0 + e);
+        cmlp_exp_parts p = cmlp_exp_reduce(-fabs(z));
+        double den = 2.0 - p.c, num = cmlp_scale(den + 2.0 * p.r, p.k_bits);
+        return (z >= 0 ? den : num) / (den + num);
     }
     static CMLP_INLINE float cmlp_sigmoid_f(float z) {
         float e = (float)cmlp_exp_reduced(-fabs((double)z));
@@ -141,15 +155,159 @@ cdef extern from *:
     CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *CMLP_RESTRICT z, Py_ssize_t m) {
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
     }
+
+    /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
+       products too small for BLAS.
+
+       Blocks of MR rows by NR columns of C are held in vector accumulators
+       while k runs (the classic outer-product kernel), each entry of C the
+       sum over k in order from k = 0. op(B) is read along its rows; a block of
+       B^T, or one narrower than NR, is first copied into a zero-padded panel,
+       so that the loads are always NR wide. The vectors are GCC's (Clang has
+       them too): NR entries, which the compiler splits into whatever
+       registers the target has. */
+    #define CMLP_GEMM_MR 4
+    #define CMLP_GEMM_MAX_K 256
+
+    #if defined(__GNUC__)
+    /* An unaligned vector that may alias real: loads and stores through it
+       leave the accumulators in registers, where memcpy took their address. */
+    #define CMLP_VECTOR(real, NR) \
+        real __attribute__((vector_size(NR * sizeof(real)), aligned(sizeof(real)), may_alias))
+    /* Forced, so that the helpers' vectors never cross a call in memory. */
+    #define CMLP_KERNEL_INLINE static inline __attribute__((always_inline))
+
+    #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
+    typedef CMLP_VECTOR(real, NR) cmlp_vec_##sfx;                                              \
+                                                                                               \
+    CMLP_KERNEL_INLINE void cmlp_row_store_##sfx(real *C, const cmlp_vec_##sfx *v,              \
+                                                Py_ssize_t nr) {                               \
+        if (nr == NR)                                                                          \
+            *(cmlp_vec_##sfx *)C = *v;                                                         \
+        else                                                                                   \
+            for (Py_ssize_t c = 0; c < nr; c++) C[c] = (*v)[c];                                \
+    }                                                                                          \
+                                                                                               \
+    /* MR rows of C by nr (<= NR) columns */                                                   \
+    CMLP_KERNEL_INLINE void cmlp_gemm_block_##sfx(                                             \
+            Py_ssize_t nr, Py_ssize_t K,                                                       \
+            const real *CMLP_RESTRICT A, Py_ssize_t a_row, Py_ssize_t a_col,                   \
+            const real *CMLP_RESTRICT P, Py_ssize_t p_row,                                     \
+            real *CMLP_RESTRICT C, Py_ssize_t ldc) {                                           \
+        cmlp_vec_##sfx c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, p;                              \
+        for (Py_ssize_t k = 0; k < K; k++) {                                                   \
+            const real *a = A + k * a_col;                                                     \
+            p = *(const cmlp_vec_##sfx *)(P + k * p_row);                                      \
+            c0 = c0 + a[0] * p;                                                                \
+            c1 = c1 + a[a_row] * p;                                                            \
+            c2 = c2 + a[2 * a_row] * p;                                                        \
+            c3 = c3 + a[3 * a_row] * p;                                                        \
+        }                                                                                      \
+        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
+        cmlp_row_store_##sfx(C + ldc, &c1, nr);                                                \
+        cmlp_row_store_##sfx(C + 2 * ldc, &c2, nr);                                            \
+        cmlp_row_store_##sfx(C + 3 * ldc, &c3, nr);                                            \
+    }                                                                                          \
+    /* one row of C by nr (<= NR) columns: the rows left below a multiple of MR */             \
+    CMLP_KERNEL_INLINE void cmlp_gemm_row_##sfx(                                               \
+            Py_ssize_t nr, Py_ssize_t K, const real *CMLP_RESTRICT A, Py_ssize_t a_col,        \
+            const real *CMLP_RESTRICT P, Py_ssize_t p_row, real *CMLP_RESTRICT C) {            \
+        cmlp_vec_##sfx c0 = {0}, p;                                                            \
+        for (Py_ssize_t k = 0; k < K; k++) {                                                   \
+            p = *(const cmlp_vec_##sfx *)(P + k * p_row);                                      \
+            c0 = c0 + A[k * a_col] * p;                                                        \
+        }                                                                                      \
+        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
+    }                                                                                          \
+                                                                                               \
+    /* C[j] = a . B[j, :] for one row a: a panel of B^T would cost as much as the */         \
+    /* product, so each dot product runs along k, in NR interleaved partial sums */            \
+    CMLP_KERNEL_INLINE void cmlp_dot_products_##sfx(                                           \
+            Py_ssize_t N, Py_ssize_t K, const real *CMLP_RESTRICT a,                           \
+            const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) {                              \
+        for (Py_ssize_t j = 0; j < N; j++) {                                                   \
+            const real *b = B + j * K;                                                         \
+            cmlp_vec_##sfx partial = {0};                                                      \
+            real sum = 0;                                                                      \
+            Py_ssize_t k = 0;                                                                  \
+            for (; k + NR <= K; k += NR)                                                       \
+                partial = partial + *(const cmlp_vec_##sfx *)(a + k)                           \
+                                  * *(const cmlp_vec_##sfx *)(b + k);                          \
+            for (Py_ssize_t c = 0; c < NR; c++) sum = sum + partial[c];                        \
+            for (; k < K; k++) sum = sum + a[k] * b[k];                                        \
+            C[j] = sum;                                                                        \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    CMLP_VECTOR_CLONES static void cmlp_small_gemm_##sfx(                                      \
+            int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
+            const real *CMLP_RESTRICT A, const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) { \
+        const Py_ssize_t a_row = trans_a ? 1 : K, a_col = trans_a ? M : 1;                     \
+        real panel[CMLP_GEMM_MAX_K * NR];                                                      \
+        if (N == 1 && M > 1) {                                                                 \
+            /* a column of C is also the row C^T = op(B)^T op(A)^T: no padding */             \
+            cmlp_small_gemm_##sfx(!trans_b, !trans_a, 1, M, K, B, A, C);                       \
+            return;                                                                            \
+        }                                                                                      \
+        if (M == 1 && trans_b) {                                                               \
+            cmlp_dot_products_##sfx(N, K, A, B, C);                                            \
+            return;                                                                            \
+        }                                                                                      \
+        for (Py_ssize_t j0 = 0; j0 < N; j0 += NR) {                                            \
+            const Py_ssize_t nr = N - j0 < NR ? N - j0 : NR;                                   \
+            const real *P = B + j0;                                                            \
+            Py_ssize_t p_row = N, i0 = 0;                                                      \
+            if (trans_b || nr < NR) {                                                          \
+                if (nr < NR) memset(panel, 0, K * NR * sizeof(real));                          \
+                if (trans_b)                                                                   \
+                    for (Py_ssize_t c = 0; c < nr; c++)                                        \
+                        for (Py_ssize_t k = 0; k < K; k++)                                     \
+                            panel[k * NR + c] = B[(j0 + c) * K + k];                           \
+                else                                                                           \
+                    for (Py_ssize_t k = 0; k < K; k++)                                         \
+                        memcpy(panel + k * NR, B + k * N + j0, nr * sizeof(real));             \
+                P = panel;                                                                     \
+                p_row = NR;                                                                    \
+            }                                                                                  \
+            for (; i0 + CMLP_GEMM_MR <= M; i0 += CMLP_GEMM_MR)                                 \
+                cmlp_gemm_block_##sfx(nr, K, A + i0 * a_row, a_row, a_col, P, p_row,           \
+                                      C + i0 * N + j0, N);                                     \
+            for (; i0 < M; i0++)                                                               \
+                cmlp_gemm_row_##sfx(nr, K, A + i0 * a_row, a_col, P, p_row, C + i0 * N + j0);  \
+        }                                                                                      \
+    }
+
+    #else
+    /* Without vector extensions (MSVC): the same sums, in the same order, one entry at a time. */
+    #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
+    static void cmlp_small_gemm_##sfx(                                                         \
+            int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
+            const real *A, const real *B, real *C) {                                           \
+        for (Py_ssize_t i = 0; i < M; i++)                                                     \
+            for (Py_ssize_t j = 0; j < N; j++) {                                               \
+                real sum = 0;                                                                  \
+                for (Py_ssize_t k = 0; k < K; k++)                                             \
+                    sum = sum + (trans_a ? A[k * M + i] : A[i * K + k])                        \
+                              * (trans_b ? B[j * K + k] : B[k * N + j]);                       \
+                C[i * N + j] = sum;                                                            \
+            }                                                                                  \
+    }
+    #endif
+
+    CMLP_DEFINE_SMALL_GEMM(double, d, 8)
+    CMLP_DEFINE_SMALL_GEMM(float, f, 16)
     """
     bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t m) noexcept nogil
     bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t m) noexcept nogil
-    void cmlp_axpy_d(double* c, double a, const double* b, Py_ssize_t n) noexcept nogil
-    void cmlp_axpy_f(float* c, float a, const float* b, Py_ssize_t n) noexcept nogil
     double cmlp_sigmoid_d(double z) noexcept nogil
     float cmlp_sigmoid_f(float z) noexcept nogil
     void cmlp_sigmoid_block_d(double* z, Py_ssize_t m) noexcept nogil
     void cmlp_sigmoid_block_f(float* z, Py_ssize_t m) noexcept nogil
+    const Py_ssize_t CMLP_GEMM_MAX_K
+    void cmlp_small_gemm_d(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           const double* A, const double* B, double* C) noexcept nogil
+    void cmlp_small_gemm_f(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           const float* A, const float* B, float* C) noexcept nogil
 
 # Codes shared with network.py; the names are the public spelling.
 cdef enum:
@@ -170,12 +328,16 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
 LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
           "cross_entropy": CROSS_ENTROPY}
 
-# Below this many multiply-adds a product is done by hand: the BLAS call, its
-# checks and its packing of the operands cost more than the arithmetic. Measured
-# with benchmarks/blas_threshold.py (CPU time of one SGD step, 24 network, batch
-# and dtype shapes; mean ratio to the best threshold for each shape): 128: 1.05,
-# 256: 1.02, 512: 1.02, 1024: 1.04, 2048: 1.08, 4096 (the first guess): 1.20.
-cdef Py_ssize_t BLAS_MIN_WORK = 512
+# Where a product goes: below BLAS_MIN_WORK multiply-adds always to the
+# compiled small-product kernel, where a BLAS call, its checks and its packing
+# of the operands cost more than the arithmetic; below SMALL_GEMM_MAX_WORK
+# too when C has at least SMALL_GEMM_MIN_SIDE rows and columns, enough to fill
+# the kernel's blocks and repay its panel of B^T; BLAS beyond. Measured with
+# benchmarks/blas_threshold.py (CPU time of one SGD step over 14 networks and
+# batches, both dtypes; mean ratio to the best setting for each): see there.
+cdef Py_ssize_t BLAS_MIN_WORK = 2048
+cdef Py_ssize_t SMALL_GEMM_MAX_WORK = 32768
+cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
@@ -231,85 +393,27 @@ cdef inline double _clamped_log(double x) noexcept nogil:
 cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 floating[::1] A, Py_ssize_t a0, floating[::1] B, Py_ssize_t b0,
                 floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major.
-
-    Small products are done by hand. Every C[i, j] is then the sum over k
-    taken in order from k = 0, the same rounding whichever loop runs; only the
-    interleaving of independent sums changes, so that no loop waits on the
-    latency of one long chain of additions.
-    """
-    cdef Py_ssize_t a_row = 1 if trans_a else K
-    cdef Py_ssize_t a_col = M if trans_a else 1
-    cdef Py_ssize_t b_row = 1 if trans_b else N
-    cdef Py_ssize_t b_col = K if trans_b else 1
+    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major."""
+    cdef Py_ssize_t i
     if M == 0 or N == 0:
         return
-    if M * N * K >= BLAS_MIN_WORK and K > 0:
+    if K == 0:
+        for i in range(c0, c0 + M * N):
+            C[i] = 0
+        return
+    if _blas_pays(M, N, K):
         _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
-    elif trans_b:
-        _dot_products(M, N, K, A, a0, a_row, a_col, B, b0, b_row, b_col, C, c0)
+    elif floating is float:
+        cmlp_small_gemm_f(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
     else:
-        _row_updates(M, N, K, A, a0, a_row, a_col, B, b0, b_row, C, c0)
+        cmlp_small_gemm_d(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
 
 
-cdef void _row_updates(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                       floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
-                       floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row,
-                       floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """C[i, :] += A[i, k] B[k, :] for k = 0, 1, ...: rows of B are contiguous, so
-    the innermost loop runs along them and the compiler vectorises it."""
-    cdef Py_ssize_t i, j, k, c
-    for i in range(M):
-        c = c0 + i * N
-        for j in range(N):
-            C[c + j] = 0
-        for k in range(K):
-            if floating is float:
-                cmlp_axpy_f(&C[c], A[a0 + i * a_row + k * a_col], &B[b0 + k * b_row], N)
-            else:
-                cmlp_axpy_d(&C[c], A[a0 + i * a_row + k * a_col], &B[b0 + k * b_row], N)
-
-
-cdef void _dot_products(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                        floating[::1] A, Py_ssize_t a0, Py_ssize_t a_row, Py_ssize_t a_col,
-                        floating[::1] B, Py_ssize_t b0, Py_ssize_t b_row, Py_ssize_t b_col,
-                        floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """C[i, j] = sum_k A[i, k] B[k, j] with B transposed (its columns contiguous):
-    four outputs at a time, consecutive in C (along a row, or down a column
-    when N is 1), each with its own running sum."""
-    cdef Py_ssize_t i = 0, j = 0, k, q, out = 0, size = M * N
-    cdef Py_ssize_t pa[4]
-    cdef Py_ssize_t pb[4]
-    cdef floating s0, s1, s2, s3, s
-    while out + 4 <= size:
-        for q in range(4):
-            pa[q] = a0 + i * a_row
-            pb[q] = b0 + j * b_col
-            j += 1
-            if j == N:
-                j = 0
-                i += 1
-        s0 = s1 = s2 = s3 = 0
-        for k in range(K):
-            s0 = s0 + A[pa[0] + k * a_col] * B[pb[0] + k * b_row]
-            s1 = s1 + A[pa[1] + k * a_col] * B[pb[1] + k * b_row]
-            s2 = s2 + A[pa[2] + k * a_col] * B[pb[2] + k * b_row]
-            s3 = s3 + A[pa[3] + k * a_col] * B[pb[3] + k * b_row]
-        C[c0 + out] = s0
-        C[c0 + out + 1] = s1
-        C[c0 + out + 2] = s2
-        C[c0 + out + 3] = s3
-        out += 4
-    while out < size:
-        s = 0
-        for k in range(K):
-            s = s + A[a0 + i * a_row + k * a_col] * B[b0 + j * b_col + k * b_row]
-        C[c0 + out] = s
-        out += 1
-        j += 1
-        if j == N:
-            j = 0
-            i += 1
+cdef inline bint _blas_pays(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    cdef Py_ssize_t work = M * N * K
+    if K > CMLP_GEMM_MAX_K or work >= SMALL_GEMM_MAX_WORK:
+        return True
+    return work >= BLAS_MIN_WORK and (M < SMALL_GEMM_MIN_SIDE or N < SMALL_GEMM_MIN_SIDE)
 
 
 cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -1285,14 +1389,15 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
            size)
 
 
-def _set_blas_min_work(Py_ssize_t work):
-    """Set the BLAS threshold (multiply-adds) and return the previous one.
+def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_work):
+    """Set BLAS_MIN_WORK and SMALL_GEMM_MAX_WORK; return the previous pair.
 
     For benchmarks/blas_threshold.py, which measures where BLAS starts to pay;
     not for use while other threads are in the kernels.
     """
-    global BLAS_MIN_WORK
-    previous, BLAS_MIN_WORK = BLAS_MIN_WORK, work
+    global BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK
+    previous = (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK)
+    BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK = blas_min_work, small_gemm_max_work
     return previous
 
 
