@@ -284,6 +284,8 @@ def refusals(dtype):
         "losses read-only": (dict(losses=np.empty(4)), ValueError, "writable"),
         "losses strided": (dict(losses=np.empty(8)[::2]), ValueError, "C-contiguous"),
         "losses over X": (dict(X="losses view"), ValueError, "share memory"),
+        "losses over order": (dict(losses=order.view(np.float64)[:4]), ValueError,
+                              "share memory"),
     }
     cases["losses read-only"][0]["losses"].flags.writeable = False
     defaults = dict(X=X, Y=Y, order=order, batch_size=3, lr=0.1, loss="mse", losses=losses)

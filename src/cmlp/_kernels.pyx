@@ -1284,8 +1284,8 @@ cdef class Engine:
                     if _overlaps(given, buffer):
                         raise ValueError("X, Y and losses must not share memory with the "
                                          "network's parameters, gradients or work buffers")
-            if _overlaps(losses, X) or _overlaps(losses, Y):
-                raise ValueError("losses must not share memory with X or Y")
+            if _overlaps(losses, X) or _overlaps(losses, Y) or _overlaps(losses, order):
+                raise ValueError("losses must not share memory with X, Y or order")
             ran = self._epoch_pass(X, Y, order, batch_size, code, step, losses, &bad_row)
             if ran > 0:
                 # The views train_step would have left: those of the last batch run.
