@@ -185,6 +185,30 @@ cdef extern from *:
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
     }
 
+    /* The element-wise passes of the backward sweep, cloned like the sigmoid:
+       each entry is computed alone, so every variant gives the same bits. */
+    #define CMLP_DEFINE_BACKWARD_PASSES(real, sfx)                                             \
+    /* d <- d a (1 - a): dL/da to dL/dz through a sigmoid, from its output a */                \
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_backprop_##sfx(                                \
+            real *CMLP_RESTRICT d, const real *CMLP_RESTRICT a, Py_ssize_t count) {            \
+        for (Py_ssize_t i = 0; i < count; i++) d[i] = d[i] * a[i] * ((real)1 - a[i]);          \
+    }                                                                                          \
+    /* out <- the sum of the n rows of D (n, m), added from the first row down */              \
+    CMLP_VECTOR_CLONES static void cmlp_column_sums_##sfx(                                     \
+            const real *CMLP_RESTRICT D, Py_ssize_t n, Py_ssize_t m, real *CMLP_RESTRICT out) { \
+        for (Py_ssize_t j = 0; j < m; j++) out[j] = 0;                                         \
+        for (Py_ssize_t i = 0; i < n; i++, D += m)                                             \
+            for (Py_ssize_t j = 0; j < m; j++) out[j] = out[j] + D[j];                         \
+    }                                                                                          \
+    /* p <- p - lr g */                                                                        \
+    CMLP_VECTOR_CLONES static void cmlp_sgd_##sfx(                                             \
+            real *CMLP_RESTRICT p, const real *CMLP_RESTRICT g, real lr, Py_ssize_t count) {   \
+        for (Py_ssize_t i = 0; i < count; i++) p[i] = p[i] - lr * g[i];                        \
+    }
+
+    CMLP_DEFINE_BACKWARD_PASSES(double, d)
+    CMLP_DEFINE_BACKWARD_PASSES(float, f)
+
     /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
        products too small for BLAS.
 
@@ -334,6 +358,12 @@ cdef extern from *:
     float cmlp_sigmoid_f(float z) noexcept nogil
     void cmlp_sigmoid_block_d(double* z, Py_ssize_t m) noexcept nogil
     void cmlp_sigmoid_block_f(float* z, Py_ssize_t m) noexcept nogil
+    void cmlp_sigmoid_backprop_d(double* d, const double* a, Py_ssize_t count) noexcept nogil
+    void cmlp_sigmoid_backprop_f(float* d, const float* a, Py_ssize_t count) noexcept nogil
+    void cmlp_column_sums_d(const double* D, Py_ssize_t n, Py_ssize_t m, double* out) noexcept nogil
+    void cmlp_column_sums_f(const float* D, Py_ssize_t n, Py_ssize_t m, float* out) noexcept nogil
+    void cmlp_sgd_d(double* p, const double* g, double lr, Py_ssize_t count) noexcept nogil
+    void cmlp_sgd_f(float* p, const float* g, float lr, Py_ssize_t count) noexcept nogil
     const Py_ssize_t CMLP_GEMM_MAX_K
     void cmlp_small_gemm_d(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            const double* A, const double* B, double* C) noexcept nogil
@@ -547,10 +577,13 @@ cdef void _backprop_activation(int code, floating[::1] A, Py_ssize_t a0,
     cdef Py_ssize_t i, j, s = n * m
     cdef double dot
     cdef floating a, one = 1
+    if s == 0:
+        return
     if code == SIGMOID:
-        for i in range(s):
-            a = A[a0 + i]
-            D[d0 + i] = D[d0 + i] * a * (one - a)
+        if floating is float:
+            cmlp_sigmoid_backprop_f(&D[d0], &A[a0], s)
+        else:
+            cmlp_sigmoid_backprop_d(&D[d0], &A[a0], s)
     elif code == TANH:
         for i in range(s):
             a = A[a0 + i]
@@ -694,20 +727,23 @@ cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_
 cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
                        floating[::1] out, Py_ssize_t o0) noexcept nogil:
     """OUT out[o0:o0+m] = sum over the n rows of D (n, m)."""
-    cdef Py_ssize_t i, j
-    for j in range(m):
-        out[o0 + j] = 0
-    for i in range(n):
+    cdef Py_ssize_t j
+    if n == 0:
         for j in range(m):
-            out[o0 + j] += D[d0 + i * m + j]
+            out[o0 + j] = 0
+    elif floating is float:
+        cmlp_column_sums_f(&D[d0], n, m, &out[o0])
+    else:
+        cmlp_column_sums_d(&D[d0], n, m, &out[o0])
 
 
 cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """INOUT params[start:stop] <- params - lr * grads, one pass."""
-    cdef Py_ssize_t i
-    for i in range(start, stop):
-        params[i] -= lr * grads[i]
+    if floating is float:
+        cmlp_sgd_f(&params[start], &grads[start], lr, stop - start)
+    else:
+        cmlp_sgd_d(&params[start], &grads[start], lr, stop - start)
 
 
 cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
