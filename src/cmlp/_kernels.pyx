@@ -44,14 +44,13 @@ cnp.import_array()
 
 # The sigmoid of a whole block, in C so that the compiler vectorises it: glibc's
 # exp() is a function call per element, and with it the sigmoid was half the
-# time of a small network's step. The exponential is fdlibm's (the one Java's
-# StrictMath and FreeBSD use, error below 1 ulp) written without branches: k =
-# round(x / ln 2) by the 1.5 * 2^52 shift, a rational approximation on the
-# rest, and 2^k added to the exponent bits. It holds for -707 <= x <= 0; an
-# entry with |z| beyond 707, or a NaN, takes the scalar libm route instead.
-# float32 rows are computed in double and rounded once, so e is glibc's expf
-# correctly rounded: the sigmoid then takes the same float32 steps as before.
-# float64 rows fold the exponential's division into the sigmoid's own.
+# time of a small network's step. The exponentials are written without
+# branches: k = round(x / ln 2) by adding 1.5 * 2^52 (2^23 in float), a
+# polynomial or rational approximation on the rest, and 2^k added to the
+# exponent bits. In double it is fdlibm's (the one Java's StrictMath and
+# FreeBSD use, error below 1 ulp), with its final division folded into the
+# sigmoid's own; in float, Cephes' expf, in float lanes. An entry beyond their
+# range, or a NaN, takes the scalar libm route instead.
 cdef extern from *:
     """
     #include <math.h>
@@ -69,9 +68,8 @@ cdef extern from *:
 
     /* e^x for -707 <= x <= 0, as fdlibm reduces it: x = k ln 2 + r with
        |r| <= ln(2) / 2, then e^r = 1 + r + r c / (2 - c), c a polynomial in
-       r^2. The pieces are kept so that a caller may also take the final
-       division for its own. */
-    typedef struct { uint64_t k_bits; double hi, lo, r, c; } cmlp_exp_parts;
+       r^2. It stops short of the division, which the sigmoid takes with its own. */
+    typedef struct { uint64_t k_bits; double r, c; } cmlp_exp_parts;
 
     static CMLP_INLINE cmlp_exp_parts cmlp_exp_reduce(double x) {
         const double shift = 6755399441055744.0;        /* 1.5 * 2^52 */
@@ -84,9 +82,7 @@ cdef extern from *:
         cmlp_exp_parts p;
         memcpy(&p.k_bits, &kd, sizeof kd);   /* k in the low bits */
         kd -= shift;
-        p.hi = x - kd * ln2_hi;
-        p.lo = kd * ln2_lo;
-        p.r = p.hi - p.lo;
+        p.r = (x - kd * ln2_hi) - kd * ln2_lo;
         t = p.r * p.r;
         p.c = p.r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
         return p;
@@ -99,29 +95,6 @@ cdef extern from *:
         memcpy(&y, &y_bits, sizeof y);
         return y;
     }
-    static CMLP_INLINE double cmlp_exp_reduced(double x) {
-        cmlp_exp_parts p = cmlp_exp_reduce(x);
-        return cmlp_scale(1.0 - ((p.lo - (p.r * p.c) / (2.0 - p.c)) - p.hi), p.k_bits);
-    }
-
-    /* z <- z + b; returns whether every |z| <= 707 (false for NaN): then the
-       vector route of the sigmoid is exact. */
-    static CMLP_INLINE int cmlp_add_bias_d(double *CMLP_RESTRICT z, const double *CMLP_RESTRICT b, Py_ssize_t m) {
-        int ok = 1;
-        for (Py_ssize_t j = 0; j < m; j++) {
-            z[j] = z[j] + b[j];
-            ok &= (fabs(z[j]) <= 707.0);
-        }
-        return ok;
-    }
-    static CMLP_INLINE int cmlp_add_bias_f(float *CMLP_RESTRICT z, const float *CMLP_RESTRICT b, Py_ssize_t m) {
-        int ok = 1;
-        for (Py_ssize_t j = 0; j < m; j++) {
-            z[j] = z[j] + b[j];
-            ok &= (fabsf(z[j]) <= 707.0f);
-        }
-        return ok;
-    }
 
     /* With GCC on x86-64 Linux, also compiled for AVX2 and AVX-512 and picked
        at load time (the wheel's baseline is SSE2). Contraction into FMA is off
@@ -132,29 +105,109 @@ cdef extern from *:
     #define CMLP_VECTOR_CLONES
     #endif
 
-    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, for |z| <= 707.
+    /* e^x for -80 <= x <= 0 in float: the same reduction in float (ln 2 in
+       two parts, the first exact in 9 bits, Cody and Waite's), then Cephes'
+       expf polynomial. Within 1 ulp of glibc's expf. */
+    static CMLP_INLINE float cmlp_expf_reduced(float x) {
+        const float shift = 12582912.0f;                /* 1.5 * 2^23 */
+        const float log2e = 1.44269504088896341f;
+        const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+        float kd = x * log2e + shift, r, y;
+        uint32_t k_bits, y_bits;
+        memcpy(&k_bits, &kd, sizeof kd);   /* k in the low bits */
+        kd -= shift;
+        r = (x - kd * ln2_hi) - kd * ln2_lo;
+        y = 1.9875691500e-4f;
+        y = y * r + 1.3981999507e-3f;
+        y = y * r + 8.3334519073e-3f;
+        y = y * r + 4.1665795894e-2f;
+        y = y * r + 1.6666665459e-1f;
+        y = y * r + 5.0000001201e-1f;
+        y = (y * (r * r) + r) + 1.0f;
+        memcpy(&y_bits, &y, sizeof y);
+        y_bits += k_bits << 23;            /* y * 2^k */
+        memcpy(&y, &y_bits, sizeof y);
+        return y;
+    }
+
+    /* Beyond these |z| (or at a NaN) an entry takes libm's exp instead: the
+       vector exponentials hold down to e^-707 in double, and in float down to
+       e^-80, where 2^k is still a normal number. */
+    #define CMLP_SIGMOID_RANGE_D 707.0
+    #define CMLP_SIGMOID_RANGE_F 80.0f
+
+    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, in range.
        In double, e^-|z| = 2^k (2 - c + 2r) / (2 - c) is left as a fraction, and
        one division gives the sigmoid: 1 / (1 + e) = (2 - c) / ((2 - c) + 2^k (2 - c + 2r)).
-       As accurate as two divisions: on 2.1 million inputs both stay within
-       2.4 ulp of the exact sigmoid, as NumPy's 1 / (1 + exp(-z)) does (2.5);
-       and a division is the slowest step of the block. */
+       On 2.1 million inputs it stays within 2.4 ulp of the exact sigmoid, as the
+       two divisions did and as NumPy's 1 / (1 + exp(-z)) does (2.5); and a
+       division is the slowest step of the block. In float, the float
+       exponential, twice the lanes of double: within 2.4 ulp on 4 million
+       inputs, as glibc's expf in the same formula. */
     static CMLP_INLINE double cmlp_sigmoid_d(double z) {
         cmlp_exp_parts p = cmlp_exp_reduce(-fabs(z));
         double den = 2.0 - p.c, num = cmlp_scale(den + 2.0 * p.r, p.k_bits);
         return (z >= 0 ? den : num) / (den + num);
     }
     static CMLP_INLINE float cmlp_sigmoid_f(float z) {
-        float e = (float)cmlp_exp_reduced(-fabs((double)z));
+        float e = cmlp_expf_reduced(-fabsf(z));
         return (z >= 0 ? 1.0f : e) / (1.0f + e);
     }
 
-    /* z <- sigmoid(z) over a block; every |z| <= 707. */
+    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false
+       at a NaN): then the whole block may take the vector sigmoid. */
+    CMLP_VECTOR_CLONES static int cmlp_add_bias_d(double *CMLP_RESTRICT z, const double *CMLP_RESTRICT b,
+                                                  Py_ssize_t n, Py_ssize_t m) {
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < n; i++, z += m)
+            for (Py_ssize_t j = 0; j < m; j++) {
+                z[j] = z[j] + b[j];
+                ok &= (fabs(z[j]) <= CMLP_SIGMOID_RANGE_D);
+            }
+        return ok;
+    }
+    CMLP_VECTOR_CLONES static int cmlp_add_bias_f(float *CMLP_RESTRICT z, const float *CMLP_RESTRICT b,
+                                                  Py_ssize_t n, Py_ssize_t m) {
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < n; i++, z += m)
+            for (Py_ssize_t j = 0; j < m; j++) {
+                z[j] = z[j] + b[j];
+                ok &= (fabsf(z[j]) <= CMLP_SIGMOID_RANGE_F);
+            }
+        return ok;
+    }
+
+    /* z <- sigmoid(z) over a block; every |z| in range. */
     CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_d(double *CMLP_RESTRICT z, Py_ssize_t m) {
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_d(z[j]);
     }
     CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *CMLP_RESTRICT z, Py_ssize_t m) {
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
     }
+
+    /* The element-wise passes of the backward sweep, cloned like the sigmoid:
+       each entry is computed alone, so every variant gives the same bits. */
+    #define CMLP_DEFINE_BACKWARD_PASSES(real, sfx)                                             \
+    /* d <- d a (1 - a): dL/da to dL/dz through a sigmoid, from its output a */                \
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_backprop_##sfx(                                \
+            real *CMLP_RESTRICT d, const real *CMLP_RESTRICT a, Py_ssize_t count) {            \
+        for (Py_ssize_t i = 0; i < count; i++) d[i] = d[i] * a[i] * ((real)1 - a[i]);          \
+    }                                                                                          \
+    /* out <- the sum of the n rows of D (n, m), added from the first row down */              \
+    CMLP_VECTOR_CLONES static void cmlp_column_sums_##sfx(                                     \
+            const real *CMLP_RESTRICT D, Py_ssize_t n, Py_ssize_t m, real *CMLP_RESTRICT out) { \
+        for (Py_ssize_t j = 0; j < m; j++) out[j] = 0;                                         \
+        for (Py_ssize_t i = 0; i < n; i++, D += m)                                             \
+            for (Py_ssize_t j = 0; j < m; j++) out[j] = out[j] + D[j];                         \
+    }                                                                                          \
+    /* p <- p - lr g */                                                                        \
+    CMLP_VECTOR_CLONES static void cmlp_sgd_##sfx(                                             \
+            real *CMLP_RESTRICT p, const real *CMLP_RESTRICT g, real lr, Py_ssize_t count) {   \
+        for (Py_ssize_t i = 0; i < count; i++) p[i] = p[i] - lr * g[i];                        \
+    }
+
+    CMLP_DEFINE_BACKWARD_PASSES(double, d)
+    CMLP_DEFINE_BACKWARD_PASSES(float, f)
 
     /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
        products too small for BLAS.
@@ -297,12 +350,20 @@ cdef extern from *:
     CMLP_DEFINE_SMALL_GEMM(double, d, 8)
     CMLP_DEFINE_SMALL_GEMM(float, f, 16)
     """
-    bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t m) noexcept nogil
-    bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t m) noexcept nogil
+    const double CMLP_SIGMOID_RANGE_D
+    const float CMLP_SIGMOID_RANGE_F
+    bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
+    bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
     double cmlp_sigmoid_d(double z) noexcept nogil
     float cmlp_sigmoid_f(float z) noexcept nogil
     void cmlp_sigmoid_block_d(double* z, Py_ssize_t m) noexcept nogil
     void cmlp_sigmoid_block_f(float* z, Py_ssize_t m) noexcept nogil
+    void cmlp_sigmoid_backprop_d(double* d, const double* a, Py_ssize_t count) noexcept nogil
+    void cmlp_sigmoid_backprop_f(float* d, const float* a, Py_ssize_t count) noexcept nogil
+    void cmlp_column_sums_d(const double* D, Py_ssize_t n, Py_ssize_t m, double* out) noexcept nogil
+    void cmlp_column_sums_f(const float* D, Py_ssize_t n, Py_ssize_t m, float* out) noexcept nogil
+    void cmlp_sgd_d(double* p, const double* g, double lr, Py_ssize_t count) noexcept nogil
+    void cmlp_sgd_f(float* p, const float* g, float lr, Py_ssize_t count) noexcept nogil
     const Py_ssize_t CMLP_GEMM_MAX_K
     void cmlp_small_gemm_d(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            const double* A, const double* B, double* C) noexcept nogil
@@ -462,17 +523,20 @@ cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
 
 cdef void _add_bias_and_sigmoid(floating[::1] Z, Py_ssize_t z0, floating[::1] params,
                                 Py_ssize_t b0, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    """INOUT Z (n, m) <- sigmoid(Z + b): the bias row by row, then the sigmoid of
-    the whole block in one vectorised pass. An entry beyond |z| = 707, or a NaN,
-    sends the block through the element-by-element route, where it alone takes
-    libm's exp: every other entry gets the same bits either way."""
-    cdef Py_ssize_t i, j
-    cdef bint in_range = True
-    for i in range(n):
-        if floating is float:
-            in_range &= cmlp_add_bias_f(&Z[z0 + i * m], &params[b0], m)
-        else:
-            in_range &= cmlp_add_bias_d(&Z[z0 + i * m], &params[b0], m)
+    """INOUT Z (n, m) <- sigmoid(Z + b): the bias, then the sigmoid of the whole
+    block in one vectorised pass. An entry beyond the vector route's range
+    (|z| > 707 in double, 80 in float), or a NaN, sends the block through the
+    element-by-element route, where it alone takes libm's exp: every other
+    entry gets the same bits either way."""
+    cdef Py_ssize_t j
+    cdef bint in_range
+    cdef floating limit
+    if floating is float:
+        in_range = cmlp_add_bias_f(&Z[z0], &params[b0], n, m)
+        limit = CMLP_SIGMOID_RANGE_F
+    else:
+        in_range = cmlp_add_bias_d(&Z[z0], &params[b0], n, m)
+        limit = CMLP_SIGMOID_RANGE_D
     if in_range:
         if floating is float:
             cmlp_sigmoid_block_f(&Z[z0], n * m)
@@ -480,7 +544,7 @@ cdef void _add_bias_and_sigmoid(floating[::1] Z, Py_ssize_t z0, floating[::1] pa
             cmlp_sigmoid_block_d(&Z[z0], n * m)
         return
     for j in range(z0, z0 + n * m):
-        if not (Z[j] <= 707 and Z[j] >= -707):
+        if not (Z[j] <= limit and Z[j] >= -limit):
             Z[j] = _sigmoid(Z[j])
         elif floating is float:
             Z[j] = cmlp_sigmoid_f(Z[j])
@@ -513,10 +577,13 @@ cdef void _backprop_activation(int code, floating[::1] A, Py_ssize_t a0,
     cdef Py_ssize_t i, j, s = n * m
     cdef double dot
     cdef floating a, one = 1
+    if s == 0:
+        return
     if code == SIGMOID:
-        for i in range(s):
-            a = A[a0 + i]
-            D[d0 + i] = D[d0 + i] * a * (one - a)
+        if floating is float:
+            cmlp_sigmoid_backprop_f(&D[d0], &A[a0], s)
+        else:
+            cmlp_sigmoid_backprop_d(&D[d0], &A[a0], s)
     elif code == TANH:
         for i in range(s):
             a = A[a0 + i]
@@ -660,20 +727,23 @@ cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_
 cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
                        floating[::1] out, Py_ssize_t o0) noexcept nogil:
     """OUT out[o0:o0+m] = sum over the n rows of D (n, m)."""
-    cdef Py_ssize_t i, j
-    for j in range(m):
-        out[o0 + j] = 0
-    for i in range(n):
+    cdef Py_ssize_t j
+    if n == 0:
         for j in range(m):
-            out[o0 + j] += D[d0 + i * m + j]
+            out[o0 + j] = 0
+    elif floating is float:
+        cmlp_column_sums_f(&D[d0], n, m, &out[o0])
+    else:
+        cmlp_column_sums_d(&D[d0], n, m, &out[o0])
 
 
 cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """INOUT params[start:stop] <- params - lr * grads, one pass."""
-    cdef Py_ssize_t i
-    for i in range(start, stop):
-        params[i] -= lr * grads[i]
+    if floating is float:
+        cmlp_sgd_f(&params[start], &grads[start], lr, stop - start)
+    else:
+        cmlp_sgd_d(&params[start], &grads[start], lr, stop - start)
 
 
 cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
