@@ -121,10 +121,11 @@ def test_train_epoch_takes_any_index_array_and_reports_each_batch_loss(dtype):
     twin = copy.deepcopy(net)
     order = np.array([9, 9, 0, 3, 3, 3, 1, 2, 8, 9], dtype=np.intp)
     losses = np.full(5, -1.0)
-    ran = net._engine.train_epoch(X, Y[:, 0], order, 3, 0.1, "mse", losses)
+    ran, total = net._engine.train_epoch(X, Y[:, 0], order, 3, 0.1, "mse", losses)
     expected = [twin.train_step(X[order[s:s + 3]], Y[order[s:s + 3]], 0.1)
                 for s in range(0, 10, 3)]
     assert ran == 4
+    assert total == ((expected[0] * 3 + expected[1] * 3) + expected[2] * 3) + expected[3] * 1
     assert losses[:4].tolist() == expected and losses[4] == -1.0   # room to spare is untouched
     np.testing.assert_array_equal(net.params, twin.params)
 
@@ -147,14 +148,16 @@ def test_train_epoch_equals_train_steps_for_any_batching(data):
                    seed=data.draw(st.integers(0, 2**16)))
     twin = copy.deepcopy(net)
     losses = np.empty(-(-n // batch_size))
-    ran = net._engine.train_epoch(X, Y, order, batch_size, 0.3, loss, losses)
-    rows, expected = np.arange(n) if order is None else order, []
+    ran, total = net._engine.train_epoch(X, Y, order, batch_size, 0.3, loss, losses)
+    rows, expected, expected_total = np.arange(n) if order is None else order, [], 0.0
     for start in range(0, n, batch_size):
         batch = rows[start:start + batch_size]
         expected.append(twin.train_step(X[batch], Y[batch], 0.3, loss))
+        expected_total += expected[-1] * len(batch)
         if not math.isfinite(expected[-1]):
             break
     assert ran == len(expected)
+    assert total == expected_total or math.isnan(total) and math.isnan(expected_total)
     np.testing.assert_array_equal(losses[:ran], expected)
     np.testing.assert_array_equal(net.params, twin.params)
     np.testing.assert_array_equal(net.activations[-1], twin.activations[-1])
@@ -167,7 +170,7 @@ def test_train_epoch_stops_after_the_first_batch_whose_loss_is_not_finite(dtype)
     twin = copy.deepcopy(net)
     losses = np.zeros(3)
     with np.errstate(all="ignore"):
-        ran = net._engine.train_epoch(X, Y, None, 4, 0.1, "mse", losses)
+        ran, _ = net._engine.train_epoch(X, Y, None, 4, 0.1, "mse", losses)
         expected = [twin.train_step(X[s:s + 4], Y[s:s + 4], 0.1) for s in (0, 4)]
     assert ran == 2
     assert losses[0] == expected[0] and math.isnan(losses[1]) and math.isnan(expected[1])

@@ -1363,12 +1363,16 @@ cdef class Engine:
 
         OUT losses (float64, 1-D, an entry for each batch): the loss of each
         batch, before its update. The epoch stops after the first batch whose
-        loss is not finite. Returns the number of batches run.
+        loss is not finite. Returns (batches run, total): total is the sum of
+        their losses, each times its batch's size, added in batch order (the
+        sum a loop over the batches would make; over n, the epoch's loss).
         """
         cdef int code = self._loss_code(loss)
         cdef double step = self._learning_rate(lr)
-        cdef Py_ssize_t n, n_batches, ran, last
+        cdef Py_ssize_t n, n_batches, ran, last, batch
         cdef bint bad_row = False
+        cdef double[::1] out
+        cdef double total = 0
         X = self._data_set(X, "X", 0, self._n_in, False)
         n = cnp.PyArray_DIM(X, 0)
         if n == 0:
@@ -1379,6 +1383,7 @@ cdef class Engine:
         n_batches = n // batch_size + (n % batch_size != 0)
         order = _check_order(order, n)
         _check_losses(losses, n_batches)
+        out = losses
         self._acquire()
         try:
             if min(batch_size, n) != self.batch_size:
@@ -1390,7 +1395,7 @@ cdef class Engine:
                                          "network's parameters, gradients or work buffers")
             if _overlaps(losses, X) or _overlaps(losses, Y) or _overlaps(losses, order):
                 raise ValueError("losses must not share memory with X, Y or order")
-            ran = self._epoch_pass(X, Y, order, batch_size, code, step, losses, &bad_row)
+            ran = self._epoch_pass(X, Y, order, batch_size, code, step, out, &bad_row)
             if ran > 0:
                 # The views train_step would have left: those of the last batch run.
                 last = min(batch_size, n - (ran - 1) * batch_size)
@@ -1403,7 +1408,9 @@ cdef class Engine:
         if bad_row:
             raise RuntimeError(f"an index of order left [0, {n}) during the epoch (another "
                                f"thread wrote into it); {ran} batches had run")
-        return ran
+        for batch in range(ran):
+            total += out[batch] * <double>min(batch_size, n - batch * batch_size)
+        return ran, total
 
     def params_finite(self):
         """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
@@ -1448,10 +1455,9 @@ cdef class Engine:
         return M
 
     cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code,
-                                double step, losses, bint* bad_row) except -1:
+                                double step, double[::1] out, bint* bad_row) except -1:
         """_sgd_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
         cdef const Py_ssize_t[::1] rows = order
-        cdef double[::1] out = losses
         cdef const double[:, ::1] X64, Y64
         cdef const float[:, ::1] X32, Y32
         cdef double[::1] S64

@@ -241,9 +241,6 @@ class _Loop:
         self.fused = isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
         if self.fused:
             self.batch_losses = np.empty(self.n_batches)
-            self.batch_sizes = np.full(self.n_batches, float(self.batch_size))
-            self.batch_sizes[-1] = self.n - (self.n_batches - 1) * self.batch_size
-            self.weighted_sums = np.empty(self.n_batches)
         else:
             # The other optimizers take batches as contiguous slices of one
             # copy of the data, filled by one gather per epoch when shuffling.
@@ -279,7 +276,7 @@ class _Loop:
                         history.stop_reason = "early_stopping"
             if progress is not None:
                 progress.update(epoch, history, self.n / max(time.perf_counter() - started, 1e-9))
-            if any([callback(epoch, history) is True for callback in callbacks]):
+            if callbacks and any([callback(epoch, history) is True for callback in callbacks]):
                 history.stop_reason = history.stop_reason or "callback"
             if history.stop_reason is not None:
                 break
@@ -307,16 +304,12 @@ class _Loop:
     def _fused_epoch(self, epoch, history):
         """Plain SGD: the whole epoch in one compiled call; returns the sum of
         the batch losses, each weighted by its batch's size."""
-        losses = self.batch_losses
-        ran = self.net._engine.train_epoch(self.X, self.Y, self.order, self.batch_size,
-                                           self.opt.lr, self.loss, losses)
-        value = float(losses[ran - 1])
+        ran, total = self.net._engine.train_epoch(self.X, self.Y, self.order, self.batch_size,
+                                                  self.opt.lr, self.loss, self.batch_losses)
+        value = float(self.batch_losses[ran - 1])
         if not math.isfinite(value):   # the call stops at the first such batch
             self._diverged(epoch, ran - 1, f"the loss became {value}", history)
-        # Summed one batch after the other, in the order a loop of train_steps
-        # would add them: accumulate is sequential, where sum() is pairwise.
-        np.multiply(losses, self.batch_sizes, out=self.weighted_sums)
-        return float(np.add.accumulate(self.weighted_sums, out=self.weighted_sums)[-1])
+        return total
 
     def _stepped_epoch(self, epoch, history):
         """An optimizer step after each batch's gradients: one gather of the
