@@ -48,7 +48,10 @@ Timing: for every (case, dtype, threads) cell the engines run round-robin, each
 repeat a loop of ``number`` calls (about ``--min-time`` seconds) with the
 garbage collector off; the median over ``--repeats`` repeats, divided by
 ``number``, is the engine's time. Threads means BLAS and OpenMP threads
-(``threadpoolctl``; ``torch.set_num_threads`` too).
+(``threadpoolctl``; ``torch.set_num_threads`` too). At more than one thread,
+each repeat starts after a pause of ``POOL_SETTLE_S`` and one untimed call:
+the engines use different thread pools, and one pool's workers still spinning
+after its last call would otherwise share the cores with the next engine.
 
 JSON schema (``schema`` 1; keys are only ever added)::
 

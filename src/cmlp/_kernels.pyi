@@ -6,6 +6,7 @@ from numpy.typing import ArrayLike, NDArray
 
 ACTIVATIONS: dict[str, int]
 LOSSES: dict[str, int]
+GIL_RELEASE_MIN_WORK: int
 
 class Engine:
     dtype: np.dtype[Any]

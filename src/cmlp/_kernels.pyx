@@ -402,6 +402,8 @@ cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
+# The same, for the documentation's tests: the guides quote it.
+GIL_RELEASE_MIN_WORK = GIL_MIN_WORK
 # PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
 # large finite loss instead of inf; we do the same to give the same numbers.
 cdef double BCE_LOG_FLOOR = -100.0

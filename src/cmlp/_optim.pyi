@@ -4,26 +4,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-class SGD:
+class _Optimizer:
     params: NDArray[np.floating[Any]]
     grads: NDArray[np.floating[Any]]
+    steps: int
+    lr: float
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, ArrayLike | int]) -> None: ...
+
+class SGD(_Optimizer):
     momentum_buffer: NDArray[np.floating[Any]]
     momentum: float
     dampening: float
     weight_decay: float
     nesterov: bool
-    steps: int
-    lr: float
     def __init__(self, params: NDArray[np.floating[Any]], grads: NDArray[np.floating[Any]],
                  lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None: ...
     def step(self) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-class Adam:
-    params: NDArray[np.floating[Any]]
-    grads: NDArray[np.floating[Any]]
+class Adam(_Optimizer):
     exp_avg: NDArray[np.floating[Any]]
     exp_avg_sq: NDArray[np.floating[Any]]
     beta1: float
@@ -31,13 +31,9 @@ class Adam:
     eps: float
     weight_decay: float
     decoupled_weight_decay: bool
-    steps: int
-    lr: float
     @property
     def betas(self) -> tuple[float, float]: ...
     def __init__(self, params: NDArray[np.floating[Any]], grads: NDArray[np.floating[Any]],
                  lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None: ...
     def step(self) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, ArrayLike | int]) -> None: ...

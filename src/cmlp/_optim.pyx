@@ -151,7 +151,65 @@ cdef double _check_non_negative(name, value) except? -1:
     return value
 
 
-cdef class SGD:
+cdef class _Optimizer:
+    """What every optimizer holds: the two buffers, the step count, the learning
+    rate, and its state arrays (named by ``_state_names``, one entry of
+    ``params`` each), saved and restored by :meth:`state_dict` and
+    :meth:`load_state_dict`."""
+    cdef readonly object params, grads
+    cdef readonly Py_ssize_t steps
+    cdef double _lr
+    cdef bint _double
+    cdef double[::1] _p64, _g64
+    cdef float[::1] _p32, _g32
+    _state_names = ()
+
+    cdef object _bind(self, params, grads, lr):
+        """Check and keep the buffers and the learning rate; return the dtype."""
+        dtype = _check_buffers(params, grads)
+        self._lr = check_learning_rate(lr)
+        self.params = params
+        self.grads = grads
+        self.steps = 0
+        self._double = dtype == np.float64
+        if self._double:
+            self._p64, self._g64 = params, grads
+        else:
+            self._p32, self._g32 = params, grads
+        return dtype
+
+    @property
+    def lr(self):
+        """The learning rate of the next step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_learning_rate(value)
+
+    def state_dict(self):
+        """Copies of the state: ``{"steps": int}`` and each state array."""
+        state = {"steps": self.steps}
+        for name in self._state_names:
+            state[name] = getattr(self, name).copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a state from :meth:`state_dict` (every entry checked before
+        any is copied in)."""
+        steps = _check_steps(state)
+        for name in self._state_names:
+            _check_state_array(getattr(self, name), state, name)
+        for name in self._state_names:
+            _copy_state(getattr(self, name), state, name)
+        self.steps = steps
+
+    def __reduce__(self):
+        raise TypeError("an optimizer holds references to a network's buffers and cannot be "
+                        "pickled; save its state_dict() instead")
+
+
+cdef class SGD(_Optimizer):
     """Stochastic gradient descent with momentum, exactly as :class:`torch.optim.SGD`.
 
     Parameters
@@ -186,43 +244,27 @@ cdef class SGD:
     No ``1/n`` appears here: the gradients are those of the batch *mean*
     loss already (see :class:`cmlp.MLP`).
     """
-    cdef readonly object params, grads, momentum_buffer
+    cdef readonly object momentum_buffer
     cdef readonly double momentum, dampening, weight_decay
     cdef readonly bint nesterov
-    cdef readonly Py_ssize_t steps
-    cdef double _lr
-    cdef bint _double
-    cdef double[::1] _p64, _g64, _b64
-    cdef float[::1] _p32, _g32, _b32
+    cdef double[::1] _b64
+    cdef float[::1] _b32
+    _state_names = ("momentum_buffer",)
 
     def __init__(self, params, grads, lr=0.01, momentum=0.0, dampening=0.0,
                  nesterov=False, weight_decay=0.0):
-        dtype = _check_buffers(params, grads)
-        self._lr = check_learning_rate(lr)
+        dtype = self._bind(params, grads, lr)
         self.momentum = _check_fraction("momentum", momentum, False)
         self.dampening = _check_fraction("dampening", dampening, True)
         self.weight_decay = _check_non_negative("weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
-        self.params = params
-        self.grads = grads
         self.momentum_buffer = np.zeros(params.shape[0] if self.momentum else 0, dtype=dtype)
-        self.steps = 0
-        self._double = dtype == np.float64
         if self._double:
-            self._p64, self._g64, self._b64 = params, grads, self.momentum_buffer
+            self._b64 = self.momentum_buffer
         else:
-            self._p32, self._g32, self._b32 = params, grads, self.momentum_buffer
-
-    @property
-    def lr(self):
-        """The learning rate of the next step."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = check_learning_rate(value)
+            self._b32 = self.momentum_buffer
 
     def step(self):
         """Update ``params`` in place from ``grads``: one compiled pass."""
@@ -238,26 +280,12 @@ cdef class SGD:
                             <float>self.weight_decay, self.nesterov, first)
         self.steps += 1
 
-    def state_dict(self):
-        """Copies of the state: ``{"steps": int, "momentum_buffer": array}``."""
-        return {"steps": self.steps, "momentum_buffer": self.momentum_buffer.copy()}
-
-    def load_state_dict(self, state):
-        """Restore a state from :meth:`state_dict` (copied in, checked first)."""
-        steps = _check_steps(state)
-        _copy_state(self.momentum_buffer, state, "momentum_buffer")
-        self.steps = steps
-
     def __repr__(self):
         return (f"SGD(lr={self._lr!r}, momentum={self.momentum!r}, dampening={self.dampening!r}, "
                 f"nesterov={bool(self.nesterov)!r}, weight_decay={self.weight_decay!r})")
 
-    def __reduce__(self):
-        raise TypeError("an optimizer holds references to a network's buffers and cannot be "
-                        "pickled; save its state_dict() instead")
 
-
-cdef class Adam:
+cdef class Adam(_Optimizer):
     """Adam, exactly as :class:`torch.optim.Adam` (and :class:`torch.optim.AdamW`).
 
     Parameters
@@ -285,19 +313,16 @@ cdef class Adam:
         v = beta2 * v + (1 - beta2) * g**2
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
     """
-    cdef readonly object params, grads, exp_avg, exp_avg_sq
+    cdef readonly object exp_avg, exp_avg_sq
     cdef readonly double beta1, beta2, eps, weight_decay
     cdef readonly bint decoupled_weight_decay
-    cdef readonly Py_ssize_t steps
-    cdef double _lr
-    cdef bint _double
-    cdef double[::1] _p64, _g64, _m64, _v64
-    cdef float[::1] _p32, _g32, _m32, _v32
+    cdef double[::1] _m64, _v64
+    cdef float[::1] _m32, _v32
+    _state_names = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=0.0, decoupled_weight_decay=False):
-        dtype = _check_buffers(params, grads)
-        self._lr = check_learning_rate(lr)
+        dtype = self._bind(params, grads, lr)
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -307,25 +332,12 @@ cdef class Adam:
         self.eps = _check_non_negative("eps", eps)
         self.weight_decay = _check_non_negative("weight_decay", weight_decay)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
-        self.params = params
-        self.grads = grads
         self.exp_avg = np.zeros(params.shape[0], dtype=dtype)
         self.exp_avg_sq = np.zeros(params.shape[0], dtype=dtype)
-        self.steps = 0
-        self._double = dtype == np.float64
         if self._double:
-            self._p64, self._g64, self._m64, self._v64 = params, grads, self.exp_avg, self.exp_avg_sq
+            self._m64, self._v64 = self.exp_avg, self.exp_avg_sq
         else:
-            self._p32, self._g32, self._m32, self._v32 = params, grads, self.exp_avg, self.exp_avg_sq
-
-    @property
-    def lr(self):
-        """The learning rate of the next step."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = check_learning_rate(value)
+            self._m32, self._v32 = self.exp_avg, self.exp_avg_sq
 
     @property
     def betas(self):
@@ -354,28 +366,10 @@ cdef class Adam:
                              <float>-step_size)
         self.steps += 1
 
-    def state_dict(self):
-        """Copies of the state: ``{"steps", "exp_avg", "exp_avg_sq"}``."""
-        return {"steps": self.steps, "exp_avg": self.exp_avg.copy(),
-                "exp_avg_sq": self.exp_avg_sq.copy()}
-
-    def load_state_dict(self, state):
-        """Restore a state from :meth:`state_dict` (copied in, checked first)."""
-        steps = _check_steps(state)
-        for key in ("exp_avg", "exp_avg_sq"):
-            _check_state_array(getattr(self, key), state, key)
-        _copy_state(self.exp_avg, state, "exp_avg")
-        _copy_state(self.exp_avg_sq, state, "exp_avg_sq")
-        self.steps = steps
-
     def __repr__(self):
         return (f"Adam(lr={self._lr!r}, betas={self.betas!r}, eps={self.eps!r}, "
                 f"weight_decay={self.weight_decay!r}, "
                 f"decoupled_weight_decay={bool(self.decoupled_weight_decay)!r})")
-
-    def __reduce__(self):
-        raise TypeError("an optimizer holds references to a network's buffers and cannot be "
-                        "pickled; save its state_dict() instead")
 
 
 cdef object _state_entry(state, key):
