@@ -80,3 +80,14 @@ def gradients(weights, biases, activations, X, Y, loss):
     weight_grads = [d.T @ a / n for d, a in zip(deltas, A[:-1])]
     bias_grads = [d.sum(axis=0) / n for d in deltas]
     return value, weight_grads, bias_grads, deltas
+
+
+def inside_out_order(u):
+    """fit's documented shuffle, written out in Python: the inside-out
+    Fisher-Yates shuffle driven by the uniforms u (one per sample)."""
+    order = [0] * len(u)
+    for i in range(len(u)):
+        j = min(int(u[i] * (i + 1)), i)
+        order[i] = order[j]
+        order[j] = i
+    return np.array(order)

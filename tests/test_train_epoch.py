@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import cmlp
 from cmlp import TrainingDivergedError
+from reference import inside_out_order
 
 # (loss, layer sizes, activations): every loss the fused path admits, and one
 # network wide enough that its products go to BLAS.
@@ -45,10 +46,7 @@ def epoch_orders(n, epochs, seed, shuffle):
     """The sample order of each epoch, drawn as fit's docstring says."""
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        order = np.arange(n)
-        if shuffle:
-            rng.shuffle(order)
-        yield order
+        yield inside_out_order(rng.random(n)) if shuffle else np.arange(n)
 
 
 def train_steps_as_fit_did(net, X, Y, *, epochs, batch_size, lr, loss, shuffle, seed,
@@ -331,3 +329,36 @@ def test_train_epoch_refuses_data_inside_the_networks_own_buffers(buffer):
         with pytest.raises(ValueError, match="share memory"):
             net._engine.train_epoch(X, Y, None, 2, 0.1, "mse", losses)
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_shuffled_order_is_the_documented_permutation():
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 10, 257):
+        u = rng.random(n)
+        order = np.empty(n, dtype=np.intp)
+        cmlp._kernels.shuffled_order(order, u)
+        np.testing.assert_array_equal(order, inside_out_order(u))
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+def test_shuffled_order_takes_uniforms_just_below_one():
+    # u * (i + 1) can round up to i + 1: j must still stay in range.
+    n = 2**20
+    order = np.empty(n, dtype=np.intp)
+    cmlp._kernels.shuffled_order(order, np.full(n, np.nextafter(1.0, 0.0)))
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+@pytest.mark.parametrize("order, uniforms, message", [
+    (np.empty(3, dtype=np.int32), np.zeros(3), "intp"),
+    (np.empty((3, 1), dtype=np.intp), np.zeros(3), "intp"),
+    (np.empty(6, dtype=np.intp)[::2], np.zeros(3), "intp"),
+    (np.empty(3, dtype=np.intp), np.zeros(3, dtype=np.float32), "float64"),
+    (np.empty(3, dtype=np.intp), np.zeros(4), "same length"),
+    (np.empty(3, dtype=np.intp), np.array([0.0, 1.0, 0.5]), r"\[0, 1\)"),
+    (np.empty(3, dtype=np.intp), np.array([0.0, np.nan, 0.5]), r"\[0, 1\)"),
+    (np.empty(3, dtype=np.intp), np.array([-0.1, 0.0, 0.5]), r"\[0, 1\)"),
+])
+def test_shuffled_order_refuses_what_it_cannot_use(order, uniforms, message):
+    with pytest.raises(ValueError, match=message):
+        cmlp._kernels.shuffled_order(order, uniforms)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cmlp._kernels import shuffled_order
 from cmlp._optim import SGD, Adam
 from cmlp._validation import as_samples, as_targets
 
@@ -117,8 +118,11 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         every parameter, **biases included** (PyTorch's default behaviour).
     shuffle : bool, default True
         Reshuffle the samples before every epoch: each epoch visits them in
-        the order ``rng.shuffle(order)`` leaves ``order = np.arange(n)`` in,
-        with ``rng = numpy.random.default_rng(seed)``.
+        a random order drawn from ``u = rng.random(n)``, with
+        ``rng = numpy.random.default_rng(seed)``, by the inside-out
+        Fisher-Yates shuffle: for ``i = 0, 1, ..., n - 1``, with
+        ``j = min(floor(u[i] * (i + 1)), i)``, ``order[i] = order[j]`` then
+        ``order[j] = i``.
     seed : int, numpy.random.Generator or None
         Seed of the shuffling: the same seed (and the same starting network)
         gives bit-identical parameters and history. A Generator is used as it
@@ -232,8 +236,8 @@ class _Loop:
         self.batch_size = min(batch_size, self.n)   # a larger one means one batch of all
         self.n_batches = -(-self.n // self.batch_size)
         if shuffle:
-            self.identity = np.arange(self.n, dtype=np.intp)
-            self.order = np.empty_like(self.identity)
+            self.order = np.empty(self.n, dtype=np.intp)
+            self.uniforms = np.empty(self.n)
         else:
             self.order = None
         # Plain SGD is fused into the backward pass, and its epoch is one
@@ -290,8 +294,7 @@ class _Loop:
         """One pass over the batches; returns the epoch's training loss."""
         self._remember_epoch_start()
         if self.order is not None:
-            self.order[...] = self.identity
-            self.rng.shuffle(self.order)
+            shuffled_order(self.order, self.rng.random(out=self.uniforms))
         if self.fused:
             total = self._fused_epoch(epoch, history)
         else:
