@@ -76,3 +76,25 @@ def test_small_kernel_sums_each_entry_in_order():
             np.testing.assert_array_equal(net.predict(X[i:i + 5])[0], together[i])
     finally:
         _kernels._set_gemm_thresholds(*previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_of_a_layer_large_enough_for_blas_axpy(dtype):
+    """A layer of at least 65536 parameters takes its SGD step through BLAS's
+    axpy: the same update as p - lr g, to the last bit or one rounding apart,
+    and the same in train_step as in backward then sgd_step."""
+    net = cmlp.MLP([300, 256, 1], dtype=dtype, seed=3)
+    twin = cmlp.MLP([300, 256, 1], dtype=dtype, seed=3)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((8, 300)).astype(dtype)
+    Y = rng.random((8, 1)).astype(dtype)
+    before = net.params.copy()
+    net.forward(X)
+    net.backward(Y)
+    expected = before - dtype(0.5) * net.grads
+    net.sgd_step(0.5)
+    assert net.weights[0].size >= 65536
+    np.testing.assert_allclose(net.params, expected, rtol=0,
+                               atol=2 * np.finfo(dtype).eps * np.abs(before).max())
+    twin.train_step(X, Y, 0.5)
+    np.testing.assert_array_equal(twin.params, net.params)

@@ -33,7 +33,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport daxpy, dgemm, saxpy, sgemm
 
 cimport numpy as cnp
 import numpy as np
@@ -399,6 +399,8 @@ LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
 cdef Py_ssize_t BLAS_MIN_WORK = 2048
 cdef Py_ssize_t SMALL_GEMM_MAX_WORK = 32768
 cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
+# From this many entries an SGD update goes to BLAS's axpy (see _sgd).
+cdef Py_ssize_t SGD_BLAS_MIN = 65536
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
@@ -741,8 +743,19 @@ cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t 
 
 cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    """INOUT params[start:stop] <- params - lr * grads, one pass."""
-    if floating is float:
+    """INOUT params[start:stop] <- params - lr * grads, one pass.
+
+    From SGD_BLAS_MIN entries on, BLAS's axpy (p + (-lr) g) takes it: it
+    splits the pass over BLAS's threads, where a layer that large has just
+    had its gradient written by them."""
+    cdef int count = <int>(stop - start), one = 1
+    cdef floating step = -lr
+    if SGD_BLAS_MIN <= stop - start <= INT_MAX:
+        if floating is float:
+            saxpy(&count, &step, <float*>&grads[start], &one, &params[start], &one)
+        else:
+            daxpy(&count, &step, <double*>&grads[start], &one, &params[start], &one)
+    elif floating is float:
         cmlp_sgd_f(&params[start], &grads[start], lr, stop - start)
     else:
         cmlp_sgd_d(&params[start], &grads[start], lr, stop - start)
