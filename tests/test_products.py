@@ -83,11 +83,11 @@ def test_sgd_of_a_layer_large_enough_for_blas_axpy(dtype):
     """A layer of at least 65536 parameters takes its SGD step through BLAS's
     axpy: the same update as p - lr g, to the last bit or one rounding apart,
     and the same in train_step as in backward then sgd_step."""
-    net = cmlp.MLP([300, 256, 1], dtype=dtype, seed=3)
-    twin = cmlp.MLP([300, 256, 1], dtype=dtype, seed=3)
+    net = cmlp.MLP([300, 256, 40], dtype=dtype, seed=3)   # one large layer, one small
+    twin = cmlp.MLP([300, 256, 40], dtype=dtype, seed=3)
     rng = np.random.default_rng(5)
     X = rng.standard_normal((8, 300)).astype(dtype)
-    Y = rng.random((8, 1)).astype(dtype)
+    Y = rng.random((8, 40)).astype(dtype)
     before = net.params.copy()
     net.forward(X)
     net.backward(Y)

@@ -761,6 +761,17 @@ cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
         cmlp_sgd_d(&params[start], &grads[start], lr, stop - start)
 
 
+cdef void _sgd_by_layer(const Py_ssize_t[::1] sizes, floating[::1] params,
+                        const floating[::1] grads, floating lr) noexcept nogil:
+    """The SGD step of every layer, each as _backward takes it: the same
+    route (own loop or BLAS) for a layer of a given size, so the same bits."""
+    cdef Py_ssize_t l, start = 0, stop
+    for l in range(sizes.shape[0] - 1):
+        stop = start + sizes[l + 1] * (sizes[l] + 1)
+        _sgd(params, grads, lr, start, stop)
+        start = stop
+
+
 cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
                         floating[::1] params, floating[::1] grads,
                         floating[::1] A, floating[::1] D, floating[::1] Z,
@@ -1204,9 +1215,9 @@ cdef class Engine:
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
         if self._double:
-            _sgd(self._p64, self._g64, step, 0, self._p64.shape[0])
+            _sgd_by_layer(self._sizes, self._p64, self._g64, step)
         else:
-            _sgd(self._p32, self._g32, <float>step, 0, self._p32.shape[0])
+            _sgd_by_layer(self._sizes, self._p32, self._g32, <float>step)
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
         if self._double:
