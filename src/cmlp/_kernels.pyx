@@ -331,7 +331,7 @@ cdef extern from *:
     }
 
     #else
-    /* Without vector extensions (MSVC): the same sums, in the same order, one entry at a time. */
+    /* Without vector extensions (MSVC): each entry summed in order of k, one at a time. */
     #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
     static void cmlp_small_gemm_##sfx(                                                         \
             int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
