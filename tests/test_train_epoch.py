@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import cmlp
 from cmlp import TrainingDivergedError
+import reference
 from reference import inside_out_order
 
 # (loss, layer sizes, activations): every loss the fused path admits, and one
@@ -362,3 +363,54 @@ def test_shuffled_order_takes_uniforms_just_below_one():
 def test_shuffled_order_refuses_what_it_cannot_use(order, uniforms, message):
     with pytest.raises(ValueError, match=message):
         cmlp._kernels.shuffled_order(order, uniforms)
+
+
+# -- evaluate: the loss over a data set, without gradients or an update ----------
+
+@pytest.mark.parametrize("loss, sizes, activation", CASES, ids=[c[0] + str(c[1][0]) for c in CASES])
+@pytest.mark.parametrize("batch_size", [1, 4, 23, 100])
+def test_evaluate_is_the_mean_loss_and_changes_no_parameter(loss, sizes, activation, batch_size):
+    X, Y = data_for(loss, sizes, 23, np.float64, seed=3)
+    net = cmlp.MLP(sizes, activation=activation, seed=2)
+    net.train_step(X[:5], Y[:5], 0.1, loss)   # gradients from elsewhere, to be left alone
+    params, grads = net.params.copy(), net.grads.copy()
+    losses = np.empty(-(-23 // batch_size))
+    ran, total = net._engine.evaluate(X, Y, batch_size, loss, losses)
+    expected = reference.gradients(list(net.weights), list(net.biases), net.activation,
+                                   X, Y, loss)[0]
+    assert ran == len(losses)
+    assert total / 23 == pytest.approx(expected, rel=1e-12)
+    for b in range(ran):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        assert losses[b] == pytest.approx(reference.gradients(
+            list(net.weights), list(net.biases), net.activation, X[rows], Y[rows], loss)[0],
+            rel=1e-12)
+    np.testing.assert_array_equal(net.params, params)
+    np.testing.assert_array_equal(net.grads, grads)
+
+
+def test_validation_cross_entropy_comes_from_the_logits():
+    # Logits 800 apart: softmax gives the true class a probability of exactly 0,
+    # whose log no floor recovers; log-softmax of the logits gives -800.
+    net = cmlp.MLP([1, 2], activation="softmax", seed=0)
+    net.weights[0][...] = [[400.0], [-400.0]]
+    net.biases[0][...] = 0
+    X, Y = np.ones((2, 1)), np.array([[0.0, 1.0], [0.0, 1.0]])
+    ran, total = net._engine.evaluate(X, Y, 2, "cross_entropy", np.empty(1))
+    assert total / 2 == pytest.approx(800.0, rel=1e-12)
+    history = net.fit(X, Y, epochs=1, lr=0.0, loss="cross_entropy", validation_data=(X, Y))
+    assert history.val_loss == [pytest.approx(800.0, rel=1e-12)]
+
+
+@pytest.mark.parametrize("case", ["X of another dtype", "Y of other rows", "batch_size 0",
+                                  "unknown loss", "losses too short"])
+def test_evaluate_refuses_what_train_epoch_refuses(case):
+    cases, arguments = refusals(np.float64)
+    change, error, message = cases[case]
+    arguments.update(change)
+    del arguments["order"], arguments["lr"]
+    net = cmlp.MLP([N_IN, 4, N_OUT], activation=["tanh", "identity"], seed=0)
+    before = net.params.copy()
+    with pytest.raises(error, match=message):
+        net._engine.evaluate(**arguments)
+    np.testing.assert_array_equal(net.params, before)

@@ -869,22 +869,23 @@ cdef bint _gather_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
     return True
 
 
-cdef Py_ssize_t _sgd_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                           floating[::1] params, floating[::1] grads, floating[::1] storage,
-                           const floating[:, ::1] X, const floating[:, ::1] Y,
-                           const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss,
-                           floating lr, double[::1] losses, bint* bad_row) noexcept nogil:
-    """The batches of one epoch, each gathered into the work buffers and taken
-    through _train_step: the numbers of train_step on each batch in turn.
+cdef Py_ssize_t _epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                       floating[::1] params, floating[::1] grads, floating[::1] storage,
+                       const floating[:, ::1] X, const floating[:, ::1] Y,
+                       const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss,
+                       bint train, floating lr, double[::1] losses, bint* bad_row) noexcept nogil:
+    """The batches of one epoch, each gathered into the work buffers. With
+    train, each takes _train_step (the numbers of train_step on each batch in
+    turn), and the epoch stops after the first batch whose loss is not
+    finite; without, each takes the forward pass and the loss alone.
 
     IN X (n, n_in), Y (n, n_out), order (see _gather_batch); INOUT params;
     OUT losses[b]: the loss of batch b; the work buffers, laid out in storage
     as Engine._resize lays them out for the batch's size (the last batch of
-    an epoch may be smaller). Stops after the first batch whose loss is not
-    finite, and before a batch with an index outside X (setting bad_row).
-    Returns the number of batches run.
+    an epoch may be smaller). Stops before a batch with an index outside X
+    (setting bad_row). Returns the number of batches run.
     """
-    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], width_sum = 0, l
+    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], k = sizes[L], width_sum = 0, l
     cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
     cdef Py_ssize_t ends[4]
     cdef bint logits = codes[L - 1] == SOFTMAX
@@ -895,7 +896,7 @@ cdef Py_ssize_t _sgd_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
     while start < n:
         m = min(batch_size, n - start)
         if m != m_views:
-            _work_bounds(m, width_sum, sizes[0], sizes[L], logits, ends)
+            _work_bounds(m, width_sum, sizes[0], k, logits, ends)
             A = storage[:ends[0]]
             D = storage[ends[0]:ends[1]]
             Z = storage[ends[1]:ends[2]]
@@ -906,11 +907,16 @@ cdef Py_ssize_t _sgd_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
             break
         if order.shape[0] != 0 and start + m < n:
             _prefetch_batch(X, Y, order, start + m, min(batch_size, n - start - m))
-        value = _train_step(sizes, codes, m, params, grads, A, D, Z, T, loss, lr)
+        if train:
+            value = _train_step(sizes, codes, m, params, grads, A, D, Z, T, loss, lr)
+        else:
+            _forward(sizes, codes, m, params, A, Z, logits)
+            value = _output_delta(loss, A, A.shape[0] - m * k, T, D, D.shape[0] - m * k,
+                                  Z, codes[L - 1], m, k)
         losses[batch] = value
         batch += 1
         start += m
-        if not isfinite(value):
+        if train and not isfinite(value):
             break
     return batch
 
@@ -927,7 +933,7 @@ cdef bint _all_finite(const floating[::1] v) noexcept nogil:
 
 
 cdef object _check_order(object order, Py_ssize_t n):
-    """order as _sgd_epoch reads it: n indices in [0, n), intp, C-contiguous."""
+    """order as _epoch reads it: n indices in [0, n), intp, C-contiguous."""
     cdef Py_ssize_t bad
     if order is None:
         return _IN_ORDER
@@ -1393,8 +1399,25 @@ cdef class Engine:
         their losses, each times its batch's size, added in batch order (the
         sum a loop over the batches would make; over n, the epoch's loss).
         """
+        return self._run_epoch(X, Y, order, batch_size, loss, True, self._learning_rate(lr),
+                               losses)
+
+    def evaluate(self, X, Y, Py_ssize_t batch_size, loss, losses):
+        """The loss over a data set, without gradients or an update: one compiled call.
+
+        As train_epoch, in order (order None) and with the parameters left as
+        they are: each batch of batch_size samples takes the forward pass and
+        the loss alone, the loss computed as train_step computes it (for
+        cross_entropy, from the logits). OUT losses: each batch's loss.
+        Returns (batches run, total): total / n is the mean loss over the data
+        set. The work buffers then hold the last batch's forward pass.
+        """
+        return self._run_epoch(X, Y, None, batch_size, loss, False, 0.0, losses)
+
+    cdef object _run_epoch(self, X, Y, order, Py_ssize_t batch_size, loss, bint train,
+                           double step, losses):
+        """The checked door of train_epoch and evaluate: (batches run, total)."""
         cdef int code = self._loss_code(loss)
-        cdef double step = self._learning_rate(lr)
         cdef Py_ssize_t n, n_batches, ran, last, batch
         cdef bint bad_row = False
         cdef double[::1] out
@@ -1421,7 +1444,7 @@ cdef class Engine:
                                          "network's parameters, gradients or work buffers")
             if _overlaps(losses, X) or _overlaps(losses, Y) or _overlaps(losses, order):
                 raise ValueError("losses must not share memory with X, Y or order")
-            ran = self._epoch_pass(X, Y, order, batch_size, code, step, out, &bad_row)
+            ran = self._epoch_pass(X, Y, order, batch_size, code, train, step, out, &bad_row)
             if ran > 0:
                 # The views train_step would have left: those of the last batch run.
                 last = min(batch_size, n - (ran - 1) * batch_size)
@@ -1480,9 +1503,9 @@ cdef class Engine:
             raise ValueError(f"{name} must have shape {expected}, got {M.shape}")
         return M
 
-    cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code,
+    cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code, bint train,
                                 double step, double[::1] out, bint* bad_row) except -1:
-        """_sgd_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
+        """_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
         cdef const Py_ssize_t[::1] rows = order
         cdef const double[:, ::1] X64, Y64
         cdef const float[:, ::1] X32, Y32
@@ -1493,17 +1516,17 @@ cdef class Engine:
             X64, Y64, S64 = X, Y, self._storage
             if release:
                 with nogil:
-                    return _sgd_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                                      X64, Y64, rows, batch_size, code, step, out, bad_row)
-            return _sgd_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                              X64, Y64, rows, batch_size, code, step, out, bad_row)
+                    return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                                  X64, Y64, rows, batch_size, code, train, step, out, bad_row)
+            return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                          X64, Y64, rows, batch_size, code, train, step, out, bad_row)
         X32, Y32, S32 = X, Y, self._storage
         if release:
             with nogil:
-                return _sgd_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                                  X32, Y32, rows, batch_size, code, <float>step, out, bad_row)
-        return _sgd_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                          X32, Y32, rows, batch_size, code, <float>step, out, bad_row)
+                return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                              X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
+        return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                      X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:

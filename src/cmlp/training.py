@@ -128,7 +128,11 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         gives bit-identical parameters and history. A Generator is used as it
         is, so successive calls continue its stream.
     validation_data : (X_val, Y_val), optional
-        Evaluated after each epoch into ``history.val_loss``.
+        Evaluated after each epoch into ``history.val_loss``: the same loss
+        as training's (for ``"cross_entropy"``, from the logits), over the
+        whole set, taken ``batch_size`` samples at a time in one compiled call
+        with the parameters left as they are. The network's kept forward pass
+        (:attr:`~cmlp.MLP.activations`) is then that of its last batch.
     early_stopping : int, optional
         Patience: stop once the validation loss has not improved on its best
         for this many epochs, and restore the parameters of the best epoch
@@ -192,7 +196,8 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
     opt = make_optimizer(net, optimizer, lr, momentum, nesterov, weight_decay)
     with _exclusive(net):
         loop = _Loop(net, X, Y, loss, opt, batch_size, shuffle, np.random.default_rng(seed))
-        validation = None if validation_data is None else _Validation(net, X_val, Y_val, loss)
+        validation = (None if validation_data is None
+                      else _Validation(net, X_val, Y_val, loss, loop.batch_size))
         return loop.run(epochs, validation, early_stopping, callbacks,
                         _Progress(epochs) if verbose else None)
 
@@ -355,33 +360,18 @@ class _Loop:
 
 
 class _Validation:
-    """The validation loss after an epoch: one predict into a buffer kept across epochs."""
+    """The validation loss after an epoch: the data set taken batch by batch
+    through the forward pass and the loss, in one compiled call."""
 
-    def __init__(self, net, X, Y, loss):
-        self.net, self.X, self.loss_name = net, X, loss
-        self.Y = Y.astype(np.float64)
-        self.out = np.empty(Y.shape, dtype=net.dtype)
+    def __init__(self, net, X, Y, loss, batch_size):
+        self.net, self.X, self.Y, self.loss_name = net, X, Y, loss
+        self.batch_size = min(batch_size, X.shape[0])
+        self.batch_losses = np.empty(-(-X.shape[0] // self.batch_size))
 
     def loss(self):
-        A = self.net.predict(self.X, out=self.out).astype(np.float64)
-        return loss_value(self.loss_name, A, self.Y)
-
-
-def loss_value(loss, A, Y):
-    """The loss of outputs ``A`` against targets ``Y`` (both ``(n, k)``), as the kernels define it."""
-    n, k = A.shape
-    if loss == "mse":
-        return float(np.sum((A - Y) ** 2) / (n * k))
-    if loss == "half_sse":
-        return float(0.5 * np.sum((A - Y) ** 2) / n)
-    if loss == "bce":
-        with np.errstate(divide="ignore"):
-            log_a = np.maximum(np.log(A), -100.0)
-            log_1ma = np.maximum(np.log(1 - A), -100.0)
-        return float(-np.sum(Y * log_a + (1 - Y) * log_1ma) / (n * k))
-    # cross_entropy, from the probabilities: floor them so that 0 gives a large finite log.
-    floor = np.finfo(A.dtype).tiny
-    return float(-np.sum(Y * np.log(np.maximum(A, floor))) / n)
+        _, total = self.net._engine.evaluate(self.X, self.Y, self.batch_size, self.loss_name,
+                                             self.batch_losses)
+        return total / self.X.shape[0]
 
 
 # ---------------------------------------------------------------------------
