@@ -154,40 +154,25 @@ cdef extern from *:
         return (z >= 0 ? 1.0f : e) / (1.0f + e);
     }
 
-    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false
-       at a NaN): then the whole block may take the vector sigmoid. */
-    CMLP_VECTOR_CLONES static int cmlp_add_bias_d(double *CMLP_RESTRICT z, const double *CMLP_RESTRICT b,
-                                                  Py_ssize_t n, Py_ssize_t m) {
-        int ok = 1;
-        for (Py_ssize_t i = 0; i < n; i++, z += m)
-            for (Py_ssize_t j = 0; j < m; j++) {
-                z[j] = z[j] + b[j];
-                ok &= (fabs(z[j]) <= CMLP_SIGMOID_RANGE_D);
-            }
-        return ok;
-    }
-    CMLP_VECTOR_CLONES static int cmlp_add_bias_f(float *CMLP_RESTRICT z, const float *CMLP_RESTRICT b,
-                                                  Py_ssize_t n, Py_ssize_t m) {
-        int ok = 1;
-        for (Py_ssize_t i = 0; i < n; i++, z += m)
-            for (Py_ssize_t j = 0; j < m; j++) {
-                z[j] = z[j] + b[j];
-                ok &= (fabsf(z[j]) <= CMLP_SIGMOID_RANGE_F);
-            }
-        return ok;
-    }
-
-    /* z <- sigmoid(z) over a block; every |z| in range. */
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_d(double *CMLP_RESTRICT z, Py_ssize_t m) {
-        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_d(z[j]);
-    }
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_f(float *CMLP_RESTRICT z, Py_ssize_t m) {
-        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_f(z[j]);
-    }
-
-    /* The element-wise passes of the backward sweep, cloned like the sigmoid:
-       each entry is computed alone, so every variant gives the same bits. */
-    #define CMLP_DEFINE_BACKWARD_PASSES(real, sfx)                                             \
+    /* The element-wise passes, cloned: each entry is computed alone, so every
+       variant gives the same bits. range is the sigmoid's vector range. */
+    #define CMLP_DEFINE_ELEMENTWISE_PASSES(real, sfx, range)                                   \
+    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false */               \
+    /* at a NaN): then the whole block may take the vector sigmoid */                          \
+    CMLP_VECTOR_CLONES static int cmlp_add_bias_##sfx(                                         \
+            real *CMLP_RESTRICT z, const real *CMLP_RESTRICT b, Py_ssize_t n, Py_ssize_t m) {  \
+        int ok = 1;                                                                            \
+        for (Py_ssize_t i = 0; i < n; i++, z += m)                                             \
+            for (Py_ssize_t j = 0; j < m; j++) {                                               \
+                z[j] = z[j] + b[j];                                                            \
+                ok &= (z[j] <= (range)) & (z[j] >= -(range));                                   \
+            }                                                                                  \
+        return ok;                                                                             \
+    }                                                                                          \
+    /* z <- sigmoid(z) over a block; every |z| in range */                                     \
+    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_##sfx(real *CMLP_RESTRICT z, Py_ssize_t m) { \
+        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_##sfx(z[j]);                    \
+    }                                                                                          \
     /* d <- d a (1 - a): dL/da to dL/dz through a sigmoid, from its output a */                \
     CMLP_VECTOR_CLONES static void cmlp_sigmoid_backprop_##sfx(                                \
             real *CMLP_RESTRICT d, const real *CMLP_RESTRICT a, Py_ssize_t count) {            \
@@ -206,8 +191,8 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < count; i++) p[i] = p[i] - lr * g[i];                        \
     }
 
-    CMLP_DEFINE_BACKWARD_PASSES(double, d)
-    CMLP_DEFINE_BACKWARD_PASSES(float, f)
+    CMLP_DEFINE_ELEMENTWISE_PASSES(double, d, CMLP_SIGMOID_RANGE_D)
+    CMLP_DEFINE_ELEMENTWISE_PASSES(float, f, CMLP_SIGMOID_RANGE_F)
 
     /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
        products too small for BLAS.
@@ -778,11 +763,18 @@ cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ss
                         const floating[::1] Y, int loss, floating lr) noexcept nogil:
     """One SGD step: forward (A^(0) already in A), loss, backward with the update."""
     _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
-    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
-    cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
-                                      Z, codes[L - 1], n, k)
+    cdef double value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
     _backward(sizes, codes, n, params, grads, A, D, True, lr)
     return value
+
+
+cdef double _forward_loss(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                          floating[::1] A, floating[::1] D, floating[::1] Z,
+                          const floating[::1] Y, int loss) noexcept nogil:
+    """The loss of the last forward pass against Y; OUT the output delta (end of D)."""
+    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
+    return _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
+                         Z, codes[L - 1], n, k)
 
 
 cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
@@ -790,9 +782,7 @@ cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes
                                floating[::1] A, floating[::1] D, floating[::1] Z,
                                const floating[::1] Y, int loss) noexcept nogil:
     """Loss and all gradients from the activations of the last forward pass."""
-    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
-    cdef double value = _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
-                                      Z, codes[L - 1], n, k)
+    cdef double value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
     _backward(sizes, codes, n, params, grads, A, D, False, 0)
     return value
 
@@ -911,8 +901,7 @@ cdef Py_ssize_t _epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
             value = _train_step(sizes, codes, m, params, grads, A, D, Z, T, loss, lr)
         else:
             _forward(sizes, codes, m, params, A, Z, logits)
-            value = _output_delta(loss, A, A.shape[0] - m * k, T, D, D.shape[0] - m * k,
-                                  Z, codes[L - 1], m, k)
+            value = _forward_loss(sizes, codes, m, A, D, Z, T, loss)
         losses[batch] = value
         batch += 1
         start += m

@@ -167,10 +167,7 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
 
     Notes
     -----
-    The validation loss is computed from :meth:`cmlp.MLP.predict`, in float64,
-    with the same formulas as the training loss; for ``"cross_entropy"`` the
-    predicted probabilities are floored at the dtype's smallest normal number
-    before the log. With plain SGD each epoch is one compiled call that holds
+    With plain SGD each epoch is one compiled call that holds
     the network's lock, so a ``predict`` from another thread waits for the
     epoch to end; other optimizers hold it for one batch at a time, and keep
     one shuffled copy of ``X`` and ``Y`` when shuffling.
