@@ -64,6 +64,34 @@ def test_saturating_activations_at_extreme_z(activation, dtype, z):
         assert bias_grad == 0.0
 
 
+@pytest.mark.parametrize("position", [0, 7, 15, 16, 31, 32, 39])
+@pytest.mark.parametrize("z", [1e30, 1000.0, 710.0, 104.0, -88.8, -104.0, -745.2, -1e30, np.nan])
+def test_one_extreme_entry_in_a_wide_sigmoid_layer(dtype, z, position):
+    # A layer 40 wide puts entries both in the vector lanes of the bias pass
+    # (32 in float32, 40 in float64) and after them. One entry beyond the
+    # vector sigmoid's range, or a NaN, wherever it sits, sends the whole
+    # block down the element-by-element route: it gets the closed form, and
+    # every other entry the same bits as when the block was in range.
+    ordinary = np.linspace(-30.0, 30.0, 40)
+    net = cmlp.MLP([1, 40], activation="sigmoid", dtype=dtype)
+    X = np.ones((3, 1), dtype=dtype)
+    net.weights[0][:, 0] = ordinary  # Z = W x + 0: each row is the weights
+    in_range = net.forward(X).copy()
+    net.weights[0][position, 0] = z
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = net.forward(X)
+    others = np.arange(40) != position
+    np.testing.assert_array_equal(out[:, others], in_range[:, others])
+    z_net = float(dtype(z))
+    if math.isnan(z_net):
+        assert np.isnan(out[:, position]).all()
+    else:
+        expected = float(dtype(exact_sigmoid(z_net)))
+        np.testing.assert_allclose(out[:, position], expected, rtol=8 * eps(dtype),
+                                   atol=TINY[dtype])
+
+
 @pytest.mark.parametrize("z", [1e30, 1e4, 710.0, 88.8, 17.0, 0.0])
 def test_saturated_hidden_units_pass_no_nan_backwards(dtype, z):
     # A hidden layer pinned at 0/1 (sigmoid), +-1 (tanh) or 0 (relu): the

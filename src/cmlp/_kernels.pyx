@@ -105,6 +105,16 @@ cdef extern from *:
     #define CMLP_VECTOR_CLONES
     #endif
 
+    /* 64 bytes of real, in GCC's vector extensions (Clang has them too), which
+       the compiler splits into whatever registers the target has: 8 doubles
+       or 16 floats. Unaligned, and it may alias real: loads and stores
+       through it leave accumulators in registers, where memcpy took their
+       address. */
+    #if defined(__GNUC__)
+    #define CMLP_VECTOR(real, NR) \
+        real __attribute__((vector_size(NR * sizeof(real)), aligned(sizeof(real)), may_alias))
+    #endif
+
     /* e^x for -80 <= x <= 0 in float: the same reduction in float (ln 2 in
        two parts, the first exact in 9 bits, Cody and Waite's), then Cephes'
        expf polynomial. Within 1 ulp of glibc's expf. */
@@ -154,13 +164,46 @@ cdef extern from *:
         return (z >= 0 ? 1.0f : e) / (1.0f + e);
     }
 
-    /* The element-wise passes, cloned: each entry is computed alone, so every
-       variant gives the same bits. range is the sigmoid's vector range. */
-    #define CMLP_DEFINE_ELEMENTWISE_PASSES(real, sfx, range)                                   \
-    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false */               \
-    /* at a NaN): then the whole block may take the vector sigmoid */                          \
+    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false
+       at a NaN): then the whole block may take the vector sigmoid. With
+       vectors, the range test of every row is or-ed into one mask, reduced
+       once at the end: a scalar flag, reduced by the compiler at the end of
+       each row, made this pass cost a third of the sigmoid's. The test
+       compares the bits of |z| as unsigned integers, which order finite
+       magnitudes as the numbers do and put a NaN above infinity; GCC turned
+       the floating-point comparisons of vectors into one compare per entry. */
+    #if defined(__GNUC__)
+    #define CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                              \
     CMLP_VECTOR_CLONES static int cmlp_add_bias_##sfx(                                         \
             real *CMLP_RESTRICT z, const real *CMLP_RESTRICT b, Py_ssize_t n, Py_ssize_t m) {  \
+        typedef CMLP_VECTOR(real, NR) vec;                                                     \
+        typedef lane_uint __attribute__((vector_size(NR * sizeof(real)))) lanes;               \
+        const real limit = (range);                                                            \
+        lane_uint limit_bits;                                                                  \
+        memcpy(&limit_bits, &limit, sizeof limit);                                             \
+        const lanes magnitude = (lanes){0} + ((lane_uint)-1 >> 1), top = (lanes){0} + limit_bits; \
+        lanes outside = {0};                                                                   \
+        lane_uint tail_outside = 0;                                                            \
+        for (Py_ssize_t i = 0; i < n; i++, z += m) {                                           \
+            Py_ssize_t j = 0;                                                                  \
+            for (; j + NR <= m; j += NR) {                                                     \
+                const vec v = *(vec *)(z + j) + *(const vec *)(b + j);                         \
+                *(vec *)(z + j) = v;                                                           \
+                outside |= (lanes)(((lanes)v & magnitude) > top);                              \
+            }                                                                                  \
+            for (; j < m; j++) {                                                               \
+                lane_uint bits;                                                                \
+                z[j] = z[j] + b[j];                                                            \
+                memcpy(&bits, z + j, sizeof bits);                                             \
+                tail_outside |= (bits & ((lane_uint)-1 >> 1)) > limit_bits;                    \
+            }                                                                                  \
+        }                                                                                      \
+        for (int c = 0; c < NR; c++) tail_outside |= outside[c];                               \
+        return !tail_outside;                                                                  \
+    }
+    #else
+    #define CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                              \
+    static int cmlp_add_bias_##sfx(real *z, const real *b, Py_ssize_t n, Py_ssize_t m) {       \
         int ok = 1;                                                                            \
         for (Py_ssize_t i = 0; i < n; i++, z += m)                                             \
             for (Py_ssize_t j = 0; j < m; j++) {                                               \
@@ -168,7 +211,14 @@ cdef extern from *:
                 ok &= (z[j] <= (range)) & (z[j] >= -(range));                                   \
             }                                                                                  \
         return ok;                                                                             \
-    }                                                                                          \
+    }
+    #endif
+
+    /* The element-wise passes, cloned: each entry is computed alone, so every
+       variant gives the same bits. range is the sigmoid's vector range; NR
+       the entries of a vector, lane_uint an unsigned integer of real's width. */
+    #define CMLP_DEFINE_ELEMENTWISE_PASSES(real, sfx, range, NR, lane_uint)                    \
+    CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                                      \
     /* z <- sigmoid(z) over a block; every |z| in range */                                     \
     CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_##sfx(real *CMLP_RESTRICT z, Py_ssize_t m) { \
         for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_##sfx(z[j]);                    \
@@ -181,6 +231,12 @@ cdef extern from *:
     /* out <- the sum of the n rows of D (n, m), added from the first row down */              \
     CMLP_VECTOR_CLONES static void cmlp_column_sums_##sfx(                                     \
             const real *CMLP_RESTRICT D, Py_ssize_t n, Py_ssize_t m, real *CMLP_RESTRICT out) { \
+        if (m == 1) {  /* one column: the same sum, without a loop of one */                   \
+            real sum = 0;                                                                      \
+            for (Py_ssize_t i = 0; i < n; i++) sum = sum + D[i];                               \
+            out[0] = sum;                                                                      \
+            return;                                                                            \
+        }                                                                                      \
         for (Py_ssize_t j = 0; j < m; j++) out[j] = 0;                                         \
         for (Py_ssize_t i = 0; i < n; i++, D += m)                                             \
             for (Py_ssize_t j = 0; j < m; j++) out[j] = out[j] + D[j];                         \
@@ -191,8 +247,8 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < count; i++) p[i] = p[i] - lr * g[i];                        \
     }
 
-    CMLP_DEFINE_ELEMENTWISE_PASSES(double, d, CMLP_SIGMOID_RANGE_D)
-    CMLP_DEFINE_ELEMENTWISE_PASSES(float, f, CMLP_SIGMOID_RANGE_F)
+    CMLP_DEFINE_ELEMENTWISE_PASSES(double, d, CMLP_SIGMOID_RANGE_D, 8, uint64_t)
+    CMLP_DEFINE_ELEMENTWISE_PASSES(float, f, CMLP_SIGMOID_RANGE_F, 16, uint32_t)
 
     /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
        products too small for BLAS.
@@ -201,17 +257,11 @@ cdef extern from *:
        while k runs (the classic outer-product kernel), each entry of C the
        sum over k in order from k = 0. op(B) is read along its rows; a block of
        B^T, or one narrower than NR, is first copied into a zero-padded panel,
-       so that the loads are always NR wide. The vectors are GCC's (Clang has
-       them too): NR entries, which the compiler splits into whatever
-       registers the target has. */
+       so that the loads are always NR wide, in CMLP_VECTORs of NR entries. */
     #define CMLP_GEMM_MR 4
     #define CMLP_GEMM_MAX_K 256
 
     #if defined(__GNUC__)
-    /* An unaligned vector that may alias real: loads and stores through it
-       leave the accumulators in registers, where memcpy took their address. */
-    #define CMLP_VECTOR(real, NR) \
-        real __attribute__((vector_size(NR * sizeof(real)), aligned(sizeof(real)), may_alias))
     /* Forced, so that the helpers' vectors never cross a call in memory. */
     #define CMLP_KERNEL_INLINE static inline __attribute__((always_inline))
 
@@ -258,22 +308,44 @@ cdef extern from *:
         cmlp_row_store_##sfx(C, &c0, nr);                                                       \
     }                                                                                          \
                                                                                                \
+    /* a . b from NR partial sums over k < k_end, then the rest of k */                       \
+    CMLP_KERNEL_INLINE real cmlp_dot_finish_##sfx(cmlp_vec_##sfx partial, Py_ssize_t k_end,    \
+            Py_ssize_t K, const real *CMLP_RESTRICT a, const real *CMLP_RESTRICT b) {          \
+        real sum = 0;                                                                          \
+        for (Py_ssize_t c = 0; c < NR; c++) sum = sum + partial[c];                            \
+        for (Py_ssize_t k = k_end; k < K; k++) sum = sum + a[k] * b[k];                        \
+        return sum;                                                                            \
+    }                                                                                          \
     /* C[j] = a . B[j, :] for one row a: a panel of B^T would cost as much as the */         \
-    /* product, so each dot product runs along k, in NR interleaved partial sums */            \
+    /* product, so each dot product runs along k, in NR interleaved partial sums. */           \
+    /* Four at a time, so that their final sums, each a chain of dependent */                 \
+    /* additions, overlap. */                                                                  \
     CMLP_KERNEL_INLINE void cmlp_dot_products_##sfx(                                           \
             Py_ssize_t N, Py_ssize_t K, const real *CMLP_RESTRICT a,                           \
             const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) {                              \
-        for (Py_ssize_t j = 0; j < N; j++) {                                                   \
+        const Py_ssize_t k_end = K - K % NR;                                                   \
+        Py_ssize_t j = 0;                                                                      \
+        for (; j + 4 <= N; j += 4) {                                                           \
+            const real *b0 = B + j * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;              \
+            cmlp_vec_##sfx p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, x;                          \
+            for (Py_ssize_t k = 0; k < k_end; k += NR) {                                       \
+                x = *(const cmlp_vec_##sfx *)(a + k);                                          \
+                p0 = p0 + x * *(const cmlp_vec_##sfx *)(b0 + k);                               \
+                p1 = p1 + x * *(const cmlp_vec_##sfx *)(b1 + k);                               \
+                p2 = p2 + x * *(const cmlp_vec_##sfx *)(b2 + k);                               \
+                p3 = p3 + x * *(const cmlp_vec_##sfx *)(b3 + k);                               \
+            }                                                                                  \
+            C[j] = cmlp_dot_finish_##sfx(p0, k_end, K, a, b0);                                 \
+            C[j + 1] = cmlp_dot_finish_##sfx(p1, k_end, K, a, b1);                             \
+            C[j + 2] = cmlp_dot_finish_##sfx(p2, k_end, K, a, b2);                             \
+            C[j + 3] = cmlp_dot_finish_##sfx(p3, k_end, K, a, b3);                             \
+        }                                                                                      \
+        for (; j < N; j++) {                                                                   \
             const real *b = B + j * K;                                                         \
-            cmlp_vec_##sfx partial = {0};                                                      \
-            real sum = 0;                                                                      \
-            Py_ssize_t k = 0;                                                                  \
-            for (; k + NR <= K; k += NR)                                                       \
-                partial = partial + *(const cmlp_vec_##sfx *)(a + k)                           \
-                                  * *(const cmlp_vec_##sfx *)(b + k);                          \
-            for (Py_ssize_t c = 0; c < NR; c++) sum = sum + partial[c];                        \
-            for (; k < K; k++) sum = sum + a[k] * b[k];                                        \
-            C[j] = sum;                                                                        \
+            cmlp_vec_##sfx p = {0};                                                            \
+            for (Py_ssize_t k = 0; k < k_end; k += NR)                                         \
+                p = p + *(const cmlp_vec_##sfx *)(a + k) * *(const cmlp_vec_##sfx *)(b + k);   \
+            C[j] = cmlp_dot_finish_##sfx(p, k_end, K, a, b);                                   \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
@@ -281,7 +353,14 @@ cdef extern from *:
             int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
             const real *CMLP_RESTRICT A, const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) { \
         const Py_ssize_t a_row = trans_a ? 1 : K, a_col = trans_a ? M : 1;                     \
-        real panel[CMLP_GEMM_MAX_K * NR];                                                      \
+        real panel[CMLP_GEMM_MAX_K * NR] __attribute__((aligned(64)));                         \
+        if (K == 1) {                                                                          \
+            /* an outer product; op(A) and op(B) are stored as vectors either way. */         \
+            /* 0 + a b, as the blocks sum it: -0 comes out +0 */                              \
+            for (Py_ssize_t i = 0; i < M; i++)                                                 \
+                for (Py_ssize_t j = 0; j < N; j++) C[i * N + j] = (real)0 + A[i] * B[j];       \
+            return;                                                                            \
+        }                                                                                      \
         if (N == 1 && M > 1) {                                                                 \
             /* a column of C is also the row C^T = op(B)^T op(A)^T: no padding */             \
             cmlp_small_gemm_##sfx(!trans_b, !trans_a, 1, M, K, B, A, C);                       \
@@ -966,6 +1045,21 @@ cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] order, Py_ssize_t n) noexce
 # Engine: the buffers of one network, and the checked doors into the kernels
 # ---------------------------------------------------------------------------
 
+# The buffers start on a cache line: a vector load of 64 bytes (an AVX-512
+# register) that straddles two lines made the small-product kernel up to a
+# third slower, and NumPy promises only 16-byte alignment.
+BUFFER_ALIGNMENT = 64
+
+
+def _aligned_zeros(Py_ssize_t count, dtype):
+    """A zeroed 1-D array of count entries of dtype, its data on a BUFFER_ALIGNMENT boundary."""
+    cdef Py_ssize_t nbytes = count * np.dtype(dtype).itemsize
+    cdef cnp.ndarray raw = np.zeros(nbytes + BUFFER_ALIGNMENT, dtype=np.uint8)
+    cdef size_t address = <size_t>cnp.PyArray_DATA(raw)
+    cdef Py_ssize_t start = (BUFFER_ALIGNMENT - address % BUFFER_ALIGNMENT) % BUFFER_ALIGNMENT
+    return raw[start:start + nbytes].view(dtype)
+
+
 cdef class Engine:
     """Buffers and compiled passes of one network; :class:`cmlp.MLP` wraps it.
 
@@ -1027,8 +1121,8 @@ cdef class Engine:
         sizes_list = [int(s) for s in sizes]
         n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
         self._work_per_sample = n_params
-        self.params = np.zeros(n_params, dtype=self.dtype)
-        self.grads = np.zeros(n_params, dtype=self.dtype)
+        self.params = _aligned_zeros(n_params, self.dtype)
+        self.grads = _aligned_zeros(n_params, self.dtype)
         if self._double:
             self._p64 = self.params
             self._g64 = self.grads
@@ -1055,7 +1149,7 @@ cdef class Engine:
         _check_batch_size(n)
         _work_bounds(n, self._width_sum, self._n_in, self._n_out, self._last_code == SOFTMAX, ends)
         if self._storage is None or n > self._capacity:
-            self._storage = np.zeros(ends[3], dtype=self.dtype)
+            self._storage = _aligned_zeros(ends[3], self.dtype)
             self._capacity = n
         self.activations_buffer = self._storage[:ends[0]]
         self.deltas_buffer = self._storage[ends[0]:ends[1]]
@@ -1078,7 +1172,7 @@ cdef class Engine:
         """Size the activations of predict (kept apart from forward's) for n samples; grows only."""
         _check_batch_size(n)
         if self._predict_storage is None or n > self._predict_capacity:
-            self._predict_storage = np.zeros(n * self._width_sum, dtype=self.dtype)
+            self._predict_storage = _aligned_zeros(n * self._width_sum, self.dtype)
             self._predict_capacity = n
         self._predict_buffer = self._predict_storage[:n * self._width_sum]
         if self._double:
