@@ -42,378 +42,9 @@ from cmlp._validation import as_output, as_samples, as_targets, check_learning_r
 
 cnp.import_array()
 
-# The sigmoid of a whole block, in C so that the compiler vectorises it: glibc's
-# exp() is a function call per element, and with it the sigmoid was half the
-# time of a small network's step. The exponentials are written without
-# branches: k = round(x / ln 2) by adding 1.5 * 2^52 (2^23 in float), a
-# polynomial or rational approximation on the rest, and 2^k added to the
-# exponent bits. In double it is fdlibm's (the one Java's StrictMath and
-# FreeBSD use, error below 1 ulp), with its final division folded into the
-# sigmoid's own; in float, Cephes' expf, in float lanes. An entry beyond their
-# range, or a NaN, takes the scalar libm route instead.
-cdef extern from *:
-    """
-    #include <math.h>
-    #include <stdint.h>
-    #include <string.h>
-
-    /* MSVC's C compiler spells these its own way outside /std:c11. */
-    #if defined(_MSC_VER)
-    #define CMLP_RESTRICT __restrict
-    #define CMLP_INLINE __inline
-    #else
-    #define CMLP_RESTRICT restrict
-    #define CMLP_INLINE inline
-    #endif
-
-    /* e^x for -707 <= x <= 0, as fdlibm reduces it: x = k ln 2 + r with
-       |r| <= ln(2) / 2, then e^r = 1 + r + r c / (2 - c), c a polynomial in
-       r^2. It stops short of the division, which the sigmoid takes with its own. */
-    typedef struct { uint64_t k_bits; double r, c; } cmlp_exp_parts;
-
-    static CMLP_INLINE cmlp_exp_parts cmlp_exp_reduce(double x) {
-        const double shift = 6755399441055744.0;        /* 1.5 * 2^52 */
-        const double inv_ln2 = 1.44269504088896338700e+00;
-        const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-        const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
-                     P3 = 6.61375632143793436117e-05, P4 = -1.65339022054652515390e-06,
-                     P5 = 4.13813679705723846039e-08;
-        double kd = x * inv_ln2 + shift, t;
-        cmlp_exp_parts p;
-        memcpy(&p.k_bits, &kd, sizeof kd);   /* k in the low bits */
-        kd -= shift;
-        p.r = (x - kd * ln2_hi) - kd * ln2_lo;
-        t = p.r * p.r;
-        p.c = p.r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
-        return p;
-    }
-    /* y * 2^k, for a y * 2^k that is a normal number */
-    static CMLP_INLINE double cmlp_scale(double y, uint64_t k_bits) {
-        uint64_t y_bits;
-        memcpy(&y_bits, &y, sizeof y);
-        y_bits += k_bits << 52;
-        memcpy(&y, &y_bits, sizeof y);
-        return y;
-    }
-
-    /* With GCC on x86-64 Linux, also compiled for AVX2 and AVX-512 and picked
-       at load time (the wheel's baseline is SSE2). Contraction into FMA is off
-       for the whole build (setup.py), so every variant rounds alike. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define CMLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define CMLP_VECTOR_CLONES
-    #endif
-
-    /* 64 bytes of real, in GCC's vector extensions (Clang has them too), which
-       the compiler splits into whatever registers the target has: 8 doubles
-       or 16 floats. Unaligned, and it may alias real: loads and stores
-       through it leave accumulators in registers, where memcpy took their
-       address. */
-    #if defined(__GNUC__)
-    #define CMLP_VECTOR(real, NR) \
-        real __attribute__((vector_size(NR * sizeof(real)), aligned(sizeof(real)), may_alias))
-    #endif
-
-    /* e^x for -80 <= x <= 0 in float: the same reduction in float (ln 2 in
-       two parts, the first exact in 9 bits, Cody and Waite's), then Cephes'
-       expf polynomial. Within 1 ulp of glibc's expf. */
-    static CMLP_INLINE float cmlp_expf_reduced(float x) {
-        const float shift = 12582912.0f;                /* 1.5 * 2^23 */
-        const float log2e = 1.44269504088896341f;
-        const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-        float kd = x * log2e + shift, r, y;
-        uint32_t k_bits, y_bits;
-        memcpy(&k_bits, &kd, sizeof kd);   /* k in the low bits */
-        kd -= shift;
-        r = (x - kd * ln2_hi) - kd * ln2_lo;
-        y = 1.9875691500e-4f;
-        y = y * r + 1.3981999507e-3f;
-        y = y * r + 8.3334519073e-3f;
-        y = y * r + 4.1665795894e-2f;
-        y = y * r + 1.6666665459e-1f;
-        y = y * r + 5.0000001201e-1f;
-        y = (y * (r * r) + r) + 1.0f;
-        memcpy(&y_bits, &y, sizeof y);
-        y_bits += k_bits << 23;            /* y * 2^k */
-        memcpy(&y, &y_bits, sizeof y);
-        return y;
-    }
-
-    /* Beyond these |z| (or at a NaN) an entry takes libm's exp instead: the
-       vector exponentials hold down to e^-707 in double, and in float down to
-       e^-80, where 2^k is still a normal number. */
-    #define CMLP_SIGMOID_RANGE_D 707.0
-    #define CMLP_SIGMOID_RANGE_F 80.0f
-
-    /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below, in range.
-       In double, e^-|z| = 2^k (2 - c + 2r) / (2 - c) is left as a fraction, and
-       one division gives the sigmoid: 1 / (1 + e) = (2 - c) / ((2 - c) + 2^k (2 - c + 2r)).
-       On 2.1 million inputs it stays within 2.4 ulp of the exact sigmoid, as the
-       two divisions did and as NumPy's 1 / (1 + exp(-z)) does (2.5); and a
-       division is the slowest step of the block. In float, the float
-       exponential, twice the lanes of double: within 2.4 ulp on 4 million
-       inputs, as glibc's expf in the same formula. */
-    static CMLP_INLINE double cmlp_sigmoid_d(double z) {
-        cmlp_exp_parts p = cmlp_exp_reduce(-fabs(z));
-        double den = 2.0 - p.c, num = cmlp_scale(den + 2.0 * p.r, p.k_bits);
-        return (z >= 0 ? den : num) / (den + num);
-    }
-    static CMLP_INLINE float cmlp_sigmoid_f(float z) {
-        float e = cmlp_expf_reduced(-fabsf(z));
-        return (z >= 0 ? 1.0f : e) / (1.0f + e);
-    }
-
-    /* z (n rows of m) <- z + b; returns whether every |z| is in range (false
-       at a NaN): then the whole block may take the vector sigmoid. With
-       vectors, the range test of every row is or-ed into one mask, reduced
-       once at the end: a scalar flag, reduced by the compiler at the end of
-       each row, made this pass cost a third of the sigmoid's. The test
-       compares the bits of |z| as unsigned integers, which order finite
-       magnitudes as the numbers do and put a NaN above infinity; GCC turned
-       the floating-point comparisons of vectors into one compare per entry. */
-    #if defined(__GNUC__)
-    #define CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                              \
-    CMLP_VECTOR_CLONES static int cmlp_add_bias_##sfx(                                         \
-            real *CMLP_RESTRICT z, const real *CMLP_RESTRICT b, Py_ssize_t n, Py_ssize_t m) {  \
-        typedef CMLP_VECTOR(real, NR) vec;                                                     \
-        typedef lane_uint __attribute__((vector_size(NR * sizeof(real)))) lanes;               \
-        const real limit = (range);                                                            \
-        lane_uint limit_bits;                                                                  \
-        memcpy(&limit_bits, &limit, sizeof limit);                                             \
-        const lanes magnitude = (lanes){0} + ((lane_uint)-1 >> 1), top = (lanes){0} + limit_bits; \
-        lanes outside = {0};                                                                   \
-        lane_uint tail_outside = 0;                                                            \
-        for (Py_ssize_t i = 0; i < n; i++, z += m) {                                           \
-            Py_ssize_t j = 0;                                                                  \
-            for (; j + NR <= m; j += NR) {                                                     \
-                const vec v = *(vec *)(z + j) + *(const vec *)(b + j);                         \
-                *(vec *)(z + j) = v;                                                           \
-                outside |= (lanes)(((lanes)v & magnitude) > top);                              \
-            }                                                                                  \
-            for (; j < m; j++) {                                                               \
-                lane_uint bits;                                                                \
-                z[j] = z[j] + b[j];                                                            \
-                memcpy(&bits, z + j, sizeof bits);                                             \
-                tail_outside |= (bits & ((lane_uint)-1 >> 1)) > limit_bits;                    \
-            }                                                                                  \
-        }                                                                                      \
-        for (int c = 0; c < NR; c++) tail_outside |= outside[c];                               \
-        return !tail_outside;                                                                  \
-    }
-    #else
-    #define CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                              \
-    static int cmlp_add_bias_##sfx(real *z, const real *b, Py_ssize_t n, Py_ssize_t m) {       \
-        int ok = 1;                                                                            \
-        for (Py_ssize_t i = 0; i < n; i++, z += m)                                             \
-            for (Py_ssize_t j = 0; j < m; j++) {                                               \
-                z[j] = z[j] + b[j];                                                            \
-                ok &= (z[j] <= (range)) & (z[j] >= -(range));                                   \
-            }                                                                                  \
-        return ok;                                                                             \
-    }
-    #endif
-
-    /* The element-wise passes, cloned: each entry is computed alone, so every
-       variant gives the same bits. range is the sigmoid's vector range; NR
-       the entries of a vector, lane_uint an unsigned integer of real's width. */
-    #define CMLP_DEFINE_ELEMENTWISE_PASSES(real, sfx, range, NR, lane_uint)                    \
-    CMLP_DEFINE_ADD_BIAS(real, sfx, range, NR, lane_uint)                                      \
-    /* z <- sigmoid(z) over a block; every |z| in range */                                     \
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_block_##sfx(real *CMLP_RESTRICT z, Py_ssize_t m) { \
-        for (Py_ssize_t j = 0; j < m; j++) z[j] = cmlp_sigmoid_##sfx(z[j]);                    \
-    }                                                                                          \
-    /* d <- d a (1 - a): dL/da to dL/dz through a sigmoid, from its output a */                \
-    CMLP_VECTOR_CLONES static void cmlp_sigmoid_backprop_##sfx(                                \
-            real *CMLP_RESTRICT d, const real *CMLP_RESTRICT a, Py_ssize_t count) {            \
-        for (Py_ssize_t i = 0; i < count; i++) d[i] = d[i] * a[i] * ((real)1 - a[i]);          \
-    }                                                                                          \
-    /* out <- the sum of the n rows of D (n, m), added from the first row down */              \
-    CMLP_VECTOR_CLONES static void cmlp_column_sums_##sfx(                                     \
-            const real *CMLP_RESTRICT D, Py_ssize_t n, Py_ssize_t m, real *CMLP_RESTRICT out) { \
-        if (m == 1) {  /* one column: the same sum, without a loop of one */                   \
-            real sum = 0;                                                                      \
-            for (Py_ssize_t i = 0; i < n; i++) sum = sum + D[i];                               \
-            out[0] = sum;                                                                      \
-            return;                                                                            \
-        }                                                                                      \
-        for (Py_ssize_t j = 0; j < m; j++) out[j] = 0;                                         \
-        for (Py_ssize_t i = 0; i < n; i++, D += m)                                             \
-            for (Py_ssize_t j = 0; j < m; j++) out[j] = out[j] + D[j];                         \
-    }                                                                                          \
-    /* p <- p - lr g */                                                                        \
-    CMLP_VECTOR_CLONES static void cmlp_sgd_##sfx(                                             \
-            real *CMLP_RESTRICT p, const real *CMLP_RESTRICT g, real lr, Py_ssize_t count) {   \
-        for (Py_ssize_t i = 0; i < count; i++) p[i] = p[i] - lr * g[i];                        \
-    }
-
-    CMLP_DEFINE_ELEMENTWISE_PASSES(double, d, CMLP_SIGMOID_RANGE_D, 8, uint64_t)
-    CMLP_DEFINE_ELEMENTWISE_PASSES(float, f, CMLP_SIGMOID_RANGE_F, 16, uint32_t)
-
-    /* C(M, N) = op(A) op(B), all row-major, for K <= CMLP_GEMM_MAX_K: the
-       products too small for BLAS.
-
-       Blocks of MR rows by NR columns of C are held in vector accumulators
-       while k runs (the classic outer-product kernel), each entry of C the
-       sum over k in order from k = 0. op(B) is read along its rows; a block of
-       B^T, or one narrower than NR, is first copied into a zero-padded panel,
-       so that the loads are always NR wide, in CMLP_VECTORs of NR entries. */
-    #define CMLP_GEMM_MR 4
-    #define CMLP_GEMM_MAX_K 256
-
-    #if defined(__GNUC__)
-    /* Forced, so that the helpers' vectors never cross a call in memory. */
-    #define CMLP_KERNEL_INLINE static inline __attribute__((always_inline))
-
-    #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
-    typedef CMLP_VECTOR(real, NR) cmlp_vec_##sfx;                                              \
-                                                                                               \
-    CMLP_KERNEL_INLINE void cmlp_row_store_##sfx(real *C, const cmlp_vec_##sfx *v,              \
-                                                Py_ssize_t nr) {                               \
-        if (nr == NR)                                                                          \
-            *(cmlp_vec_##sfx *)C = *v;                                                         \
-        else                                                                                   \
-            for (Py_ssize_t c = 0; c < nr; c++) C[c] = (*v)[c];                                \
-    }                                                                                          \
-                                                                                               \
-    /* MR rows of C by nr (<= NR) columns */                                                   \
-    CMLP_KERNEL_INLINE void cmlp_gemm_block_##sfx(                                             \
-            Py_ssize_t nr, Py_ssize_t K,                                                       \
-            const real *CMLP_RESTRICT A, Py_ssize_t a_row, Py_ssize_t a_col,                   \
-            const real *CMLP_RESTRICT P, Py_ssize_t p_row,                                     \
-            real *CMLP_RESTRICT C, Py_ssize_t ldc) {                                           \
-        cmlp_vec_##sfx c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, p;                              \
-        for (Py_ssize_t k = 0; k < K; k++) {                                                   \
-            const real *a = A + k * a_col;                                                     \
-            p = *(const cmlp_vec_##sfx *)(P + k * p_row);                                      \
-            c0 = c0 + a[0] * p;                                                                \
-            c1 = c1 + a[a_row] * p;                                                            \
-            c2 = c2 + a[2 * a_row] * p;                                                        \
-            c3 = c3 + a[3 * a_row] * p;                                                        \
-        }                                                                                      \
-        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
-        cmlp_row_store_##sfx(C + ldc, &c1, nr);                                                \
-        cmlp_row_store_##sfx(C + 2 * ldc, &c2, nr);                                            \
-        cmlp_row_store_##sfx(C + 3 * ldc, &c3, nr);                                            \
-    }                                                                                          \
-    /* one row of C by nr (<= NR) columns: the rows left below a multiple of MR */             \
-    CMLP_KERNEL_INLINE void cmlp_gemm_row_##sfx(                                               \
-            Py_ssize_t nr, Py_ssize_t K, const real *CMLP_RESTRICT A, Py_ssize_t a_col,        \
-            const real *CMLP_RESTRICT P, Py_ssize_t p_row, real *CMLP_RESTRICT C) {            \
-        cmlp_vec_##sfx c0 = {0}, p;                                                            \
-        for (Py_ssize_t k = 0; k < K; k++) {                                                   \
-            p = *(const cmlp_vec_##sfx *)(P + k * p_row);                                      \
-            c0 = c0 + A[k * a_col] * p;                                                        \
-        }                                                                                      \
-        cmlp_row_store_##sfx(C, &c0, nr);                                                       \
-    }                                                                                          \
-                                                                                               \
-    /* a . b from NR partial sums over k < k_end, then the rest of k */                       \
-    CMLP_KERNEL_INLINE real cmlp_dot_finish_##sfx(cmlp_vec_##sfx partial, Py_ssize_t k_end,    \
-            Py_ssize_t K, const real *CMLP_RESTRICT a, const real *CMLP_RESTRICT b) {          \
-        real sum = 0;                                                                          \
-        for (Py_ssize_t c = 0; c < NR; c++) sum = sum + partial[c];                            \
-        for (Py_ssize_t k = k_end; k < K; k++) sum = sum + a[k] * b[k];                        \
-        return sum;                                                                            \
-    }                                                                                          \
-    /* C[j] = a . B[j, :] for one row a: a panel of B^T would cost as much as the */         \
-    /* product, so each dot product runs along k, in NR interleaved partial sums. */           \
-    /* Four at a time, so that their final sums, each a chain of dependent */                 \
-    /* additions, overlap. */                                                                  \
-    CMLP_KERNEL_INLINE void cmlp_dot_products_##sfx(                                           \
-            Py_ssize_t N, Py_ssize_t K, const real *CMLP_RESTRICT a,                           \
-            const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) {                              \
-        const Py_ssize_t k_end = K - K % NR;                                                   \
-        Py_ssize_t j = 0;                                                                      \
-        for (; j + 4 <= N; j += 4) {                                                           \
-            const real *b0 = B + j * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;              \
-            cmlp_vec_##sfx p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, x;                          \
-            for (Py_ssize_t k = 0; k < k_end; k += NR) {                                       \
-                x = *(const cmlp_vec_##sfx *)(a + k);                                          \
-                p0 = p0 + x * *(const cmlp_vec_##sfx *)(b0 + k);                               \
-                p1 = p1 + x * *(const cmlp_vec_##sfx *)(b1 + k);                               \
-                p2 = p2 + x * *(const cmlp_vec_##sfx *)(b2 + k);                               \
-                p3 = p3 + x * *(const cmlp_vec_##sfx *)(b3 + k);                               \
-            }                                                                                  \
-            C[j] = cmlp_dot_finish_##sfx(p0, k_end, K, a, b0);                                 \
-            C[j + 1] = cmlp_dot_finish_##sfx(p1, k_end, K, a, b1);                             \
-            C[j + 2] = cmlp_dot_finish_##sfx(p2, k_end, K, a, b2);                             \
-            C[j + 3] = cmlp_dot_finish_##sfx(p3, k_end, K, a, b3);                             \
-        }                                                                                      \
-        for (; j < N; j++) {                                                                   \
-            const real *b = B + j * K;                                                         \
-            cmlp_vec_##sfx p = {0};                                                            \
-            for (Py_ssize_t k = 0; k < k_end; k += NR)                                         \
-                p = p + *(const cmlp_vec_##sfx *)(a + k) * *(const cmlp_vec_##sfx *)(b + k);   \
-            C[j] = cmlp_dot_finish_##sfx(p, k_end, K, a, b);                                   \
-        }                                                                                      \
-    }                                                                                          \
-                                                                                               \
-    CMLP_VECTOR_CLONES static void cmlp_small_gemm_##sfx(                                      \
-            int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
-            const real *CMLP_RESTRICT A, const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) { \
-        const Py_ssize_t a_row = trans_a ? 1 : K, a_col = trans_a ? M : 1;                     \
-        real panel[CMLP_GEMM_MAX_K * NR] __attribute__((aligned(64)));                         \
-        if (K == 1) {                                                                          \
-            /* an outer product; op(A) and op(B) are stored as vectors either way. */         \
-            /* 0 + a b, as the blocks sum it: -0 comes out +0 */                              \
-            for (Py_ssize_t i = 0; i < M; i++)                                                 \
-                for (Py_ssize_t j = 0; j < N; j++) C[i * N + j] = (real)0 + A[i] * B[j];       \
-            return;                                                                            \
-        }                                                                                      \
-        if (N == 1 && M > 1) {                                                                 \
-            /* a column of C is also the row C^T = op(B)^T op(A)^T: no padding */             \
-            cmlp_small_gemm_##sfx(!trans_b, !trans_a, 1, M, K, B, A, C);                       \
-            return;                                                                            \
-        }                                                                                      \
-        if (M == 1 && trans_b) {                                                               \
-            cmlp_dot_products_##sfx(N, K, A, B, C);                                            \
-            return;                                                                            \
-        }                                                                                      \
-        for (Py_ssize_t j0 = 0; j0 < N; j0 += NR) {                                            \
-            const Py_ssize_t nr = N - j0 < NR ? N - j0 : NR;                                   \
-            const real *P = B + j0;                                                            \
-            Py_ssize_t p_row = N, i0 = 0;                                                      \
-            if (trans_b || nr < NR) {                                                          \
-                if (nr < NR) memset(panel, 0, K * NR * sizeof(real));                          \
-                if (trans_b)                                                                   \
-                    for (Py_ssize_t c = 0; c < nr; c++)                                        \
-                        for (Py_ssize_t k = 0; k < K; k++)                                     \
-                            panel[k * NR + c] = B[(j0 + c) * K + k];                           \
-                else                                                                           \
-                    for (Py_ssize_t k = 0; k < K; k++)                                         \
-                        memcpy(panel + k * NR, B + k * N + j0, nr * sizeof(real));             \
-                P = panel;                                                                     \
-                p_row = NR;                                                                    \
-            }                                                                                  \
-            for (; i0 + CMLP_GEMM_MR <= M; i0 += CMLP_GEMM_MR)                                 \
-                cmlp_gemm_block_##sfx(nr, K, A + i0 * a_row, a_row, a_col, P, p_row,           \
-                                      C + i0 * N + j0, N);                                     \
-            for (; i0 < M; i0++)                                                               \
-                cmlp_gemm_row_##sfx(nr, K, A + i0 * a_row, a_col, P, p_row, C + i0 * N + j0);  \
-        }                                                                                      \
-    }
-
-    #else
-    /* Without vector extensions (MSVC): each entry summed in order of k, one at a time. */
-    #define CMLP_DEFINE_SMALL_GEMM(real, sfx, NR)                                              \
-    static void cmlp_small_gemm_##sfx(                                                         \
-            int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                \
-            const real *A, const real *B, real *C) {                                           \
-        for (Py_ssize_t i = 0; i < M; i++)                                                     \
-            for (Py_ssize_t j = 0; j < N; j++) {                                               \
-                real sum = 0;                                                                  \
-                for (Py_ssize_t k = 0; k < K; k++)                                             \
-                    sum = sum + (trans_a ? A[k * M + i] : A[i * K + k])                        \
-                              * (trans_b ? B[j * K + k] : B[k * N + j]);                       \
-                C[i * N + j] = sum;                                                            \
-            }                                                                                  \
-    }
-    #endif
-
-    CMLP_DEFINE_SMALL_GEMM(double, d, 8)
-    CMLP_DEFINE_SMALL_GEMM(float, f, 16)
-    """
+# The element-wise passes and the small-product kernel, in C so that the
+# compiler vectorises them, once for each instruction set (see the header).
+cdef extern from "_vector_kernels.h":
     const double CMLP_SIGMOID_RANGE_D
     const float CMLP_SIGMOID_RANGE_F
     bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
@@ -433,6 +64,12 @@ cdef extern from *:
                            const double* A, const double* B, double* C) noexcept nogil
     void cmlp_small_gemm_f(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            const float* A, const float* B, float* C) noexcept nogil
+    ctypedef struct cmlp_vector_kernels:
+        const char* name
+    const cmlp_vector_kernels cmlp_variants[]
+    const int CMLP_N_VARIANTS
+    bint cmlp_variant_runs(int v)
+    void cmlp_use_variant(int v)
 
 # Codes shared with network.py; the names are the public spelling.
 cdef enum:
@@ -457,11 +94,10 @@ LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
 # compiled small-product kernel, where a BLAS call, its checks and its packing
 # of the operands cost more than the arithmetic; below SMALL_GEMM_MAX_WORK
 # too when C has at least SMALL_GEMM_MIN_SIDE rows and columns, enough to fill
-# the kernel's blocks and repay its panel of B^T; BLAS beyond. Measured with
-# benchmarks/blas_threshold.py (CPU time of one SGD step over 14 networks and
-# batches, both dtypes; mean ratio to the best setting for each): see there.
-cdef Py_ssize_t BLAS_MIN_WORK = 2048
-cdef Py_ssize_t SMALL_GEMM_MAX_WORK = 32768
+# the kernel's blocks and repay its panel of B^T; BLAS beyond. Set for the
+# variant of the vector kernels in use (GEMM_THRESHOLDS, below).
+cdef Py_ssize_t BLAS_MIN_WORK
+cdef Py_ssize_t SMALL_GEMM_MAX_WORK
 cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
 # From this many entries an SGD update goes to BLAS's axpy (see _sgd).
 cdef Py_ssize_t SGD_BLAS_MIN = 65536
@@ -1667,6 +1303,49 @@ def shuffled_order(cnp.ndarray order, cnp.ndarray uniforms):
             out[j] = i
 
 
+# ---------------------------------------------------------------------------
+# The variants of the vector kernels (see _vector_kernels.h)
+# ---------------------------------------------------------------------------
+
+# (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK) for each variant. The narrower its
+# vectors, the sooner BLAS, which also has FMA, pays. Measured with
+# benchmarks/blas_threshold.py --variant (CPU time of one SGD step over 14
+# networks and batches, both dtypes; mean ratio to the best setting for each).
+GEMM_THRESHOLDS = {"baseline": (2048, 2048), "avx2": (2048, 2048), "avx512": (2048, 32768)}
+
+
+def vector_variants():
+    """The variants of the vector kernels this processor runs, narrowest first.
+
+    Import uses the last, the widest.
+    """
+    return [cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)
+            if cmlp_variant_runs(v)]
+
+
+def vector_variant():
+    """The name of the variant of the vector kernels in use."""
+    return _variant_in_use
+
+
+def _use_vector_variant(str name):
+    """Run the vector kernels of variant ``name``, with its product thresholds;
+    return the name of the variant in use before.
+
+    For the tests, which compare the variants, and the benchmarks; not for
+    use while other threads are in the kernels.
+    """
+    global _variant_in_use
+    if name not in vector_variants():
+        raise ValueError(f"this processor runs the variants {vector_variants()}, not {name!r}")
+    previous = _variant_in_use
+    cmlp_use_variant([cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)].index(name))
+    _set_gemm_thresholds(*GEMM_THRESHOLDS[name])
+    _variant_in_use = name
+    return previous
+
+
+
 def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_work):
     """Set BLAS_MIN_WORK and SMALL_GEMM_MAX_WORK; return the previous pair.
 
@@ -1677,6 +1356,10 @@ def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_wor
     previous = (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK)
     BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK = blas_min_work, small_gemm_max_work
     return previous
+
+
+_variant_in_use = None
+_use_vector_variant(vector_variants().pop())  # the widest
 
 
 cdef int _check_batch_size(Py_ssize_t n) except -1:
