@@ -5,14 +5,16 @@ small-product kernel, and one of fewer than ``SMALL_GEMM_MAX_WORK`` too when
 the output has at least 16 rows and columns; the rest to ``sgemm``/``dgemm``.
 This script times ``train_step`` on networks whose products straddle the
 thresholds, for each candidate pair, and prints each time with its ratio to the
-best candidate for that shape::
+best candidate for that shape, for the variant of the vector kernels in use
+or the one named (its thresholds are ``GEMM_THRESHOLDS`` in ``_kernels.pyx``)::
 
-    python benchmarks/blas_threshold.py
+    python benchmarks/blas_threshold.py [--variant baseline|avx2|avx512]
 
 Times are CPU time of this thread (``time.thread_time``), medians of
 alternating repeats, BLAS at one thread: on a shared machine that counts only
 the time the step itself ran.
 """
+import argparse
 import statistics
 import time
 
@@ -38,9 +40,11 @@ def step_seconds(net, X, Y, calls):
     return (time.thread_time() - start) / calls
 
 
-def main(repeats=7, calls=1000):
+def main(variant=None, repeats=7, calls=1000):
     total = dict.fromkeys(CANDIDATES, 0.0)
+    previous_variant = _kernels._use_vector_variant(variant or _kernels.vector_variant())
     previous = _kernels._set_gemm_thresholds(*CANDIDATES[0])
+    print(f"vector kernels: {_kernels.vector_variant()}")
     try:
         with threadpool_limits(limits=1):
             for sizes, n in SHAPES:
@@ -64,10 +68,14 @@ def main(repeats=7, calls=1000):
                                     for t in CANDIDATES), flush=True)
     finally:
         _kernels._set_gemm_thresholds(*previous)
+        _kernels._use_vector_variant(previous_variant)
     count = 2 * len(SHAPES)
     print("mean ratio to the best, per threshold:",
           ", ".join(f"{t[0]}/{t[1]}: {v / count:.3f}" for t, v in total.items()))
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", choices=_kernels.vector_variants(),
+                        help="the variant of the vector kernels to time (default: the one in use)")
+    main(parser.parse_args().variant)

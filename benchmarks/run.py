@@ -37,6 +37,10 @@ Engines (each skipped when its package is missing):
             per layer, then ``delta^T A`` per layer and ``delta W`` for all but
             the first) done back to back by ``numpy.matmul`` into preallocated
             outputs. No implementation that computes them can beat it.
+``scipy_floor`` the same products through ``scipy.linalg.blas`` (``sgemm``/``dgemm``):
+            SciPy's own OpenBLAS, the library cmlp's kernels call, which is
+            not always NumPy's build nor its version. The ratio of the two
+            floors is what the BLAS library alone adds to cmlp's.
 
 Before any timing, every engine takes one step from the same parameters and
 its update is compared with the NumPy engine's in float64 (scikit-learn's with
@@ -61,6 +65,7 @@ JSON schema (``schema`` 1; keys are only ever added)::
       "command": "python benchmarks/run.py",
       "machine": {"platform", "processor", "cpu_count", "python",
                   "versions": {package: version},
+                  "vector_kernels": cmlp's variant in use ("avx512", "avx2", "baseline"),
                   "load_average": [1, 5, 15 minutes] at the end of the run, or null},
       "blas": [{"user_api", "internal_api", "prefix", "filename",
                 "version", "architecture", "threading_layer"}],   # threadpoolctl
@@ -74,6 +79,7 @@ JSON schema (``schema`` 1; keys are only ever added)::
                    "number": {engine: calls per repeat},
                    "ratio_to_cmlp": {engine: median / cmlp median},
                    "gemm_floor_s": seconds or null,
+                   "scipy_floor_s": seconds or null,     # the products through SciPy's BLAS
                    "floor_fraction": {engine: floor / median} or {}}],
       "concurrency": {"case", "dtype", "threads_per_model", "steps",
                       "one_thread_s", "two_threads_s", "throughput_ratio",
@@ -102,6 +108,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import cmlp
+from cmlp import _kernels
+from scipy.linalg import blas as scipy_blas
 from reference_numpy import NotebookNumPy
 from reference_python import PurePython
 
@@ -306,7 +314,7 @@ def available_engines(case):
 class GemmFloor:
     """The matrix products of one step, back to back, into preallocated outputs."""
 
-    def __init__(self, sizes, n, dtype):
+    def __init__(self, sizes, n, dtype, library="numpy"):
         rng = np.random.default_rng(0)
         shapes = list(zip(sizes[:-1], sizes[1:]))
         self.A = [rng.random((n, n_in), dtype=dtype) for n_in, _ in shapes]
@@ -315,6 +323,22 @@ class GemmFloor:
         self.Z = [np.empty((n, n_out), dtype=dtype) for _, n_out in shapes]
         self.dW = [np.empty((n_out, n_in), dtype=dtype) for n_in, n_out in shapes]
         self.dA = [np.empty((n, n_in), dtype=dtype) for n_in, _ in shapes]
+        if library == "scipy":
+            self.step = self.scipy_step
+            self.gemm = scipy_blas.get_blas_funcs("gemm", dtype=dtype)
+
+    def scipy_step(self):
+        """The same products through SciPy's BLAS, which is column-major: a
+        row-major C = A B is the column-major C^T = B^T A^T, and the .T of a
+        C-ordered array is that array in Fortran order, as BLAS reads it."""
+        gemm = self.gemm
+        for A, W, Z in zip(self.A, self.W, self.Z):
+            gemm(1.0, W.T, A.T, trans_a=1, c=Z.T, overwrite_c=1)        # Z = A_prev W^T
+        for l in range(len(self.W) - 1, -1, -1):
+            gemm(1.0, self.A[l].T, self.D[l].T, trans_b=1, c=self.dW[l].T,
+                 overwrite_c=1)                                         # dW = delta^T A_prev
+            if l > 0:
+                gemm(1.0, self.W[l].T, self.D[l].T, c=self.dA[l].T, overwrite_c=1)  # delta W
 
     def step(self):
         matmul = np.matmul
@@ -448,12 +472,15 @@ def bench_cell(case, dtype, threads, repeats, min_time):
         floor = None
         if case in FLOOR_CASES:
             spec = CASES[case]
-            functions["gemm_floor"] = GemmFloor(spec["layer_sizes"], spec["batch_size"],
-                                                dtype).step
+            for library in ("numpy", "scipy"):
+                floor_step = GemmFloor(spec["layer_sizes"], spec["batch_size"], dtype,
+                                       library).step
+                functions["gemm_floor" if library == "numpy" else "scipy_floor"] = floor_step
         settle = POOL_SETTLE_S if threads > 1 else 0.0
         timed = time_round_robin(functions, repeats, min_time, settle=settle)
         floor = timed.pop("gemm_floor", (None, None))[0]
-        rows = [_result_row(case, dtype, threads, "train_step", timed, floor)]
+        scipy_floor = timed.pop("scipy_floor", (None, None))[0]
+        rows = [_result_row(case, dtype, threads, "train_step", timed, floor, scipy_floor)]
         if case == "tiny":
             predicts = {e.name: e.predict for e in engines if e.predict is not None}
             rows.append(_result_row(case, dtype, threads, "predict",
@@ -462,14 +489,14 @@ def bench_cell(case, dtype, threads, repeats, min_time):
     return rows
 
 
-def _result_row(case, dtype, threads, operation, timed, floor):
+def _result_row(case, dtype, threads, operation, timed, floor, scipy_floor=None):
     medians = {name: t for name, (t, _) in timed.items()}
     base = medians["cmlp"]
     return dict(
         case=case, dtype=np.dtype(dtype).name, threads=threads, operation=operation,
         median_s=medians, number={name: n for name, (_, n) in timed.items()},
         ratio_to_cmlp={name: t / base for name, t in medians.items()},
-        gemm_floor_s=floor,
+        gemm_floor_s=floor, scipy_floor_s=scipy_floor,
         floor_fraction={name: floor / t for name, t in medians.items()} if floor else {})
 
 
@@ -608,7 +635,8 @@ def machine_info():
         versions[name] = module.__version__
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return dict(platform=platform.platform(), processor=processor, cpu_count=os.cpu_count(),
-                python=platform.python_version(), versions=versions, load_average=load)
+                python=platform.python_version(), versions=versions,
+                vector_kernels=_kernels.vector_variant(), load_average=load)
 
 
 def blas_info():
@@ -629,7 +657,8 @@ def _fmt_time(seconds):
 
 def markdown(report):
     engines = [e for e in ENGINES if any(e in r["median_s"] for r in report["results"])]
-    head = ["case", "dtype", "threads"] + engines + ["GEMM floor", "cmlp / floor"]
+    head = ["case", "dtype", "threads"] + engines + ["GEMM floor", "cmlp / floor",
+                                                      "SciPy floor / floor", "cmlp / SciPy floor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["results"]:
         label = r["case"] + (" predict" if r["operation"] == "predict" else "")
@@ -641,9 +670,11 @@ def markdown(report):
                 cells.append(f"**{_fmt_time(r['median_s'][e])}**")
             else:
                 cells.append(f"{_fmt_time(r['median_s'][e])} (×{r['ratio_to_cmlp'][e]:.3g})")
-        floor = r["gemm_floor_s"]
+        floor, scipy_floor = r["gemm_floor_s"], r.get("scipy_floor_s")
         cells.append(_fmt_time(floor))
         cells.append(f"{r['median_s']['cmlp'] / floor:.3f}" if floor else "—")
+        cells.append(f"{scipy_floor / floor:.3f}" if floor and scipy_floor else "—")
+        cells.append(f"{r['median_s']['cmlp'] / scipy_floor:.3f}" if scipy_floor else "—")
         lines.append("| " + " | ".join(cells) + " |")
     out = [f"Medians of one SGD step (sigmoid layers, MSE), `{report['command']}`, "
            f"{report['created'][:16]} UTC; (×N): that engine's time over cmlp's.", ""]
@@ -672,7 +703,8 @@ def markdown(report):
     load = (f", load average {m['load_average'][1]:.1f} over the last 5 minutes"
             if m.get("load_average") else "")
     out += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs{load}, Python {m['python']}; "
-            f"BLAS: {blas}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
+            f"BLAS: {blas}; cmlp's vector kernels: {m['vector_kernels']}; "
+            + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -719,6 +751,7 @@ def main(argv=None):
                     print(f"{case:8s} {row['operation']:10s} {dtype.name:8s} {threads} thr: " +
                           "  ".join(f"{k} {_fmt_time(v)}" for k, v in row["median_s"].items()) +
                           (f"  floor {_fmt_time(row['gemm_floor_s'])}"
+                           f"  SciPy floor {_fmt_time(row['scipy_floor_s'])}"
                            if row["gemm_floor_s"] else ""), flush=True)
     concurrency = None if "medium" not in timed_cases else bench_concurrency()
     fit = None

@@ -7,7 +7,7 @@ gradients ``delta^T A`` (H x K x M and N x H x M) and the hidden delta
 ``delta W`` (M x H x N). The kernel works on blocks of 4 rows by 8 (float64)
 or 16 (float32) columns, turns a one-column product into a one-row one, and
 hands any product with K > 256 to BLAS: the sizes below sit on each side of
-those edges.
+those edges. The kernel is checked in every variant this processor runs.
 """
 import numpy as np
 import pytest
@@ -28,13 +28,17 @@ def shapes(count=40, seed=0):
     return picked
 
 
-@pytest.fixture(params=["small_kernel", "blas"])
+@pytest.fixture(params=[f"small_kernel:{v}" for v in _kernels.vector_variants()] + ["blas"])
 def route(request):
-    """Every product through one route: thresholds beyond any product, or 0."""
-    limit = 2**62 if request.param == "small_kernel" else 0
+    """Every product through one route: the small-product kernel of one of the
+    variants this processor runs (thresholds beyond any product), or BLAS (0)."""
+    kernel, _, variant = request.param.partition(":")
+    previous_variant = _kernels._use_vector_variant(variant or _kernels.vector_variant())
+    limit = 2**62 if kernel == "small_kernel" else 0
     previous = _kernels._set_gemm_thresholds(limit, limit)
     yield request.param
     _kernels._set_gemm_thresholds(*previous)
+    _kernels._use_vector_variant(previous_variant)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
@@ -64,9 +68,11 @@ def test_products_match_the_reference(route, dtype, rtol, M, K, H, N):
         close(got, want)
 
 
-def test_small_kernel_sums_each_entry_in_order():
+@pytest.mark.parametrize("variant", _kernels.vector_variants())
+def test_small_kernel_sums_each_entry_in_order(variant):
     """Outside one-row dot products, the kernel adds k = 0, 1, ... in turn:
     rows of a batch give the same bits whichever block they fall in."""
+    previous_variant = _kernels._use_vector_variant(variant)
     previous = _kernels._set_gemm_thresholds(2**62, 2**62)
     try:
         net = cmlp.MLP([24, 40, 3], dtype=np.float32, seed=2)
@@ -76,6 +82,7 @@ def test_small_kernel_sums_each_entry_in_order():
             np.testing.assert_array_equal(net.predict(X[i:i + 5])[0], together[i])
     finally:
         _kernels._set_gemm_thresholds(*previous)
+        _kernels._use_vector_variant(previous_variant)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

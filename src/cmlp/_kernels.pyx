@@ -20,9 +20,11 @@ only then enters the kernels with the GIL released. No kernel allocates, and
 none is reachable with an unchecked shape.
 
 Matrix products go through a row-major ``_gemm``: a compiled small-product
-kernel (register-blocked C; on x86-64 Linux built for SSE2, AVX2 and AVX-512
-and picked at load time) for the layers where a BLAS call costs more than the work, and
-``scipy.linalg.cython_blas`` (no link-time BLAS dependency) beyond that.
+kernel (register-blocked C, in ``_vector_kernels.h``) for the layers where a
+BLAS call costs more than the work, and ``scipy.linalg.cython_blas`` (no
+link-time BLAS dependency) beyond that. The header's kernels, and the
+element-wise passes beside them, are built for SSE2, AVX2 and AVX-512 on x86;
+import picks the widest the processor runs (:func:`vector_variant`).
 """
 from cython cimport floating
 from cpython.pythread cimport (
@@ -1311,7 +1313,7 @@ def shuffled_order(cnp.ndarray order, cnp.ndarray uniforms):
 # vectors, the sooner BLAS, which also has FMA, pays. Measured with
 # benchmarks/blas_threshold.py --variant (CPU time of one SGD step over 14
 # networks and batches, both dtypes; mean ratio to the best setting for each).
-GEMM_THRESHOLDS = {"baseline": (2048, 2048), "avx2": (2048, 2048), "avx512": (2048, 32768)}
+GEMM_THRESHOLDS = {"baseline": (512, 512), "avx2": (2048, 2048), "avx512": (2048, 32768)}
 
 
 def vector_variants():
