@@ -295,7 +295,8 @@ CMLP_KERNEL_INLINE attr void cmlp_gemm_row_##sfx(                               
     cmlp_row_store_##sfx(C, &c0, nr);                                                       \
 }                                                                                           \
                                                                                             \
-/* a . b from its DOT partial sums over k < k_end (DOT / NR vectors), then the rest of k */ \
+/* a . b from its DOT partial sums over k < k_end (DOT / NR vectors, lane c of */         \
+/* vector v the sum of lane v NR + c), added in turn, then the rest of k */                 \
 CMLP_KERNEL_INLINE attr real cmlp_dot_finish_##sfx(const cmlp_vec_##sfx *partial,           \
         Py_ssize_t k_end, Py_ssize_t K, const real *CMLP_RESTRICT a,                        \
         const real *CMLP_RESTRICT b) {                                                      \
@@ -306,38 +307,20 @@ CMLP_KERNEL_INLINE attr real cmlp_dot_finish_##sfx(const cmlp_vec_##sfx *partial
     return sum;                                                                             \
 }                                                                                           \
 /* C[j] = a . B[j, :] for one row a: a panel of B^T would cost as much as the */          \
-/* product, so each dot product runs along k, in DOT interleaved partial sums. */           \
-/* Four at a time, so that their final sums, each a chain of dependent */                  \
-/* additions, overlap. */                                                                   \
+/* product, so each dot product runs along k, in DOT interleaved partial sums */            \
 CMLP_KERNEL_INLINE attr void cmlp_dot_products_##sfx(                                       \
         Py_ssize_t N, Py_ssize_t K, const real *CMLP_RESTRICT a,                            \
         const real *CMLP_RESTRICT B, real *CMLP_RESTRICT C) {                               \
-    enum { WIDTH = (DOT) / (NR) };                                                          \
-    const cmlp_vec_##sfx zero = {0};                                                        \
     const Py_ssize_t k_end = K - K % (DOT);                                                 \
-    Py_ssize_t j = 0;                                                                       \
-    for (; j + 4 <= N; j += 4) {                                                            \
-        cmlp_vec_##sfx p[4][WIDTH], x;                                                      \
-        for (int q = 0; q < 4; q++)                                                         \
-            for (int v = 0; v < WIDTH; v++) p[q][v] = zero;                                 \
+    for (Py_ssize_t j = 0; j < N; j++) {                                                    \
+        const real *b = B + j * K;                                                          \
+        cmlp_vec_##sfx p[(DOT) / (NR)];                                                     \
+        for (int v = 0; v < (DOT) / (NR); v++) p[v] = (cmlp_vec_##sfx){0};                  \
         for (Py_ssize_t k = 0; k < k_end; k += (DOT))                                       \
-            for (int v = 0; v < WIDTH; v++) {                                               \
-                x = *(const cmlp_vec_##sfx *)(a + k + v * (NR));                            \
-                for (int q = 0; q < 4; q++)                                                 \
-                    p[q][v] = p[q][v]                                                       \
-                        + x * *(const cmlp_vec_##sfx *)(B + (j + q) * K + k + v * (NR));    \
-            }                                                                               \
-        for (int q = 0; q < 4; q++)                                                         \
-            C[j + q] = cmlp_dot_finish_##sfx(p[q], k_end, K, a, B + (j + q) * K);           \
-    }                                                                                       \
-    for (; j < N; j++) {                                                                    \
-        cmlp_vec_##sfx p[WIDTH];                                                            \
-        for (int v = 0; v < WIDTH; v++) p[v] = zero;                                        \
-        for (Py_ssize_t k = 0; k < k_end; k += (DOT))                                       \
-            for (int v = 0; v < WIDTH; v++)                                                 \
+            for (int v = 0; v < (DOT) / (NR); v++)                                          \
                 p[v] = p[v] + *(const cmlp_vec_##sfx *)(a + k + v * (NR))                   \
-                            * *(const cmlp_vec_##sfx *)(B + j * K + k + v * (NR));          \
-        C[j] = cmlp_dot_finish_##sfx(p, k_end, K, a, B + j * K);                            \
+                            * *(const cmlp_vec_##sfx *)(b + k + v * (NR));                  \
+        C[j] = cmlp_dot_finish_##sfx(p, k_end, K, a, b);                                    \
     }                                                                                       \
 }                                                                                           \
                                                                                             \
