@@ -82,12 +82,53 @@ def gradients(weights, biases, activations, X, Y, loss):
     return value, weight_grads, bias_grads, deltas
 
 
+MASK64 = 2**64 - 1
+
+
+def splitmix64(x):
+    """SplitMix64 from state x: (the new state, its output)."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x, z ^ (z >> 31)
+
+
+def xoshiro256starstar_uniforms(seed, n):
+    """n uniforms (x >> 11) 2^-53 from xoshiro256**, its state seeded by
+    SplitMix64 from seed, as fit's shuffle draws them."""
+    def rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & MASK64
+
+    s = []
+    for _ in range(4):
+        seed, word = splitmix64(seed)
+        s.append(word)
+    u = []
+    for _ in range(n):
+        u.append((rotl((s[1] * 5) & MASK64, 7) * 9 & MASK64) >> 11)
+        t = (s[1] << 17) & MASK64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+    return np.array(u, dtype=np.float64) * 2.0**-53
+
+
 def inside_out_order(u):
-    """fit's documented shuffle, written out in Python: the inside-out
-    Fisher-Yates shuffle driven by the uniforms u (one per sample)."""
+    """The inside-out Fisher-Yates shuffle driven by the uniforms u (one per sample)."""
     order = [0] * len(u)
     for i in range(len(u)):
         j = min(int(u[i] * (i + 1)), i)
         order[i] = order[j]
         order[j] = i
-    return np.array(order)
+    return np.array(order, dtype=np.intp)
+
+
+def shuffled_order(rng, n):
+    """fit's documented shuffle of n samples, written out in Python: one
+    number from rng seeds xoshiro256**, whose uniforms drive the shuffle."""
+    seed = int(rng.integers(2**64, dtype=np.uint64))
+    return inside_out_order(xoshiro256starstar_uniforms(seed, n))

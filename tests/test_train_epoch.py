@@ -9,6 +9,8 @@ must refuse, never crash on, anything but the arrays it reads in place.
 import copy
 import math
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 import cmlp
 from cmlp import TrainingDivergedError
 import reference
-from reference import inside_out_order
+from reference import shuffled_order
 
 # (loss, layer sizes, activations): every loss the fused path admits, and one
 # network wide enough that its products go to BLAS.
@@ -47,7 +49,7 @@ def epoch_orders(n, epochs, seed, shuffle):
     """The sample order of each epoch, drawn as fit's docstring says."""
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        yield inside_out_order(rng.random(n)) if shuffle else np.arange(n)
+        yield shuffled_order(rng, n) if shuffle else np.arange(n)
 
 
 def train_steps_as_fit_did(net, X, Y, *, epochs, batch_size, lr, loss, shuffle, seed,
@@ -333,36 +335,59 @@ def test_train_epoch_refuses_data_inside_the_networks_own_buffers(buffer):
 
 
 def test_shuffled_order_is_the_documented_permutation():
-    rng = np.random.default_rng(4)
-    for n in (1, 2, 3, 10, 257):
-        u = rng.random(n)
+    rng, twin = np.random.default_rng(4), np.random.default_rng(4)
+    for n in (0, 1, 2, 3, 10, 257):
         order = np.empty(n, dtype=np.intp)
-        cmlp._kernels.shuffled_order(order, u)
-        np.testing.assert_array_equal(order, inside_out_order(u))
+        cmlp._kernels.shuffled_order(order, rng)
+        np.testing.assert_array_equal(order, shuffled_order(twin, n))
         np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    # rng's stream moved on by one draw of integers(2**64) per shuffle
+    assert rng.random() == twin.random()
 
 
-def test_shuffled_order_takes_uniforms_just_below_one():
-    # u * (i + 1) can round up to i + 1: j must still stay in range.
-    n = 2**20
-    order = np.empty(n, dtype=np.intp)
-    cmlp._kernels.shuffled_order(order, np.full(n, np.nextafter(1.0, 0.0)))
-    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+def test_the_shuffles_generator_is_xoshiro256starstar_seeded_by_splitmix64():
+    # The first outputs for seed 0, as the algorithms' authors' C code gives
+    # them: SplitMix64 from 0 starts 0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, ...
+    assert reference.splitmix64(0) == (0x9E3779B97F4A7C15, 0xE220A8397B1DCDAF)
+    assert reference.splitmix64(0x9E3779B97F4A7C15)[1] == 0x6E789E6AA1B965F4
+    u = reference.xoshiro256starstar_uniforms(0, 3)
+    assert np.all((u >= 0) & (u < 1))
 
 
-@pytest.mark.parametrize("order, uniforms, message", [
-    (np.empty(3, dtype=np.int32), np.zeros(3), "intp"),
-    (np.empty((3, 1), dtype=np.intp), np.zeros(3), "intp"),
-    (np.empty(6, dtype=np.intp)[::2], np.zeros(3), "intp"),
-    (np.empty(3, dtype=np.intp), np.zeros(3, dtype=np.float32), "float64"),
-    (np.empty(3, dtype=np.intp), np.zeros(4), "same length"),
-    (np.empty(3, dtype=np.intp), np.array([0.0, 1.0, 0.5]), r"\[0, 1\)"),
-    (np.empty(3, dtype=np.intp), np.array([0.0, np.nan, 0.5]), r"\[0, 1\)"),
-    (np.empty(3, dtype=np.intp), np.array([-0.1, 0.0, 0.5]), r"\[0, 1\)"),
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937,
+                                           np.random.Philox, np.random.SFC64])
+def test_shuffled_order_seeds_from_any_bit_generator(bit_generator):
+    rng, twin = np.random.Generator(bit_generator(7)), np.random.Generator(bit_generator(7))
+    order = np.empty(1000, dtype=np.intp)
+    cmlp._kernels.shuffled_order(order, rng)
+    np.testing.assert_array_equal(order, shuffled_order(twin, 1000))
+
+
+def test_shuffled_order_from_several_threads_is_each_a_permutation():
+    # The bit generator's lock keeps the draws of concurrent shuffles apart.
+    rng = np.random.default_rng(0)
+    orders = [np.empty(20000, dtype=np.intp) for _ in range(4)]
+    threads = [threading.Thread(target=cmlp._kernels.shuffled_order, args=(o, rng))
+               for o in orders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(20000))
+
+
+@pytest.mark.parametrize("order, rng, error, message", [
+    (np.empty(3, dtype=np.int32), np.random.default_rng(0), ValueError, "intp"),
+    (np.empty((3, 1), dtype=np.intp), np.random.default_rng(0), ValueError, "intp"),
+    (np.empty(6, dtype=np.intp)[::2], np.random.default_rng(0), ValueError, "intp"),
+    (np.empty(3, dtype=np.intp), np.random.PCG64(0), TypeError, "Generator"),
+    (np.empty(3, dtype=np.intp), np.zeros(3), TypeError, "Generator"),
+    (np.empty(3, dtype=np.intp), None, TypeError, "Generator"),
 ])
-def test_shuffled_order_refuses_what_it_cannot_use(order, uniforms, message):
-    with pytest.raises(ValueError, match=message):
-        cmlp._kernels.shuffled_order(order, uniforms)
+def test_shuffled_order_refuses_what_it_cannot_use(order, rng, error, message):
+    with pytest.raises(error, match=message):
+        cmlp._kernels.shuffled_order(order, rng)
 
 
 # -- evaluate: the loss over a data set, without gradients or an update ----------

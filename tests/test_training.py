@@ -23,7 +23,7 @@ def batch_orders(n, epochs, seed):
     """The sample order of each epoch, drawn as fit documents it."""
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        yield reference.inside_out_order(rng.random(n))
+        yield reference.shuffled_order(rng, n)
 
 
 def test_fit_equals_train_steps_over_shuffled_batches(dtype):

@@ -32,8 +32,11 @@ from cpython.pythread cimport (
     PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
 )
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from numpy.random cimport bitgen_t
 from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
 from libc.limits cimport INT_MAX
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport daxpy, dgemm, saxpy, sgemm
 
@@ -101,6 +104,8 @@ LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
 cdef Py_ssize_t BLAS_MIN_WORK
 cdef Py_ssize_t SMALL_GEMM_MAX_WORK
 cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
+# Rows of at most this many entries are gathered by a loop, longer ones by memcpy.
+cdef Py_ssize_t SHORT_ROW = 32
 # From this many entries an SGD update goes to BLAS's axpy (see _sgd).
 cdef Py_ssize_t SGD_BLAS_MIN = 65536
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
@@ -571,9 +576,20 @@ cdef bint _gather_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
         row = order[start + i]   # read once: checked and used as the same value
         if row < 0 or row >= n:
             return False
-        memcpy(&A[i * n_in], &X[row, 0], n_in * sizeof(floating))
-        memcpy(&T[i * n_out], &Y[row, 0], n_out * sizeof(floating))
+        _copy_row(&A[i * n_in], &X[row, 0], n_in)
+        _copy_row(&T[i * n_out], &Y[row, 0], n_out)
     return True
+
+
+cdef inline void _copy_row(floating* out, const floating* row, Py_ssize_t count) noexcept nogil:
+    # A short row is copied in place: a call to memcpy per row of a few
+    # entries was half of what shuffling cost a small network's epoch.
+    cdef Py_ssize_t j
+    if count > SHORT_ROW:
+        memcpy(out, row, count * sizeof(floating))
+        return
+    for j in range(count):
+        out[j] = row[j]
 
 
 cdef Py_ssize_t _epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
@@ -1269,40 +1285,74 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
            size)
 
 
-def shuffled_order(cnp.ndarray order, cnp.ndarray uniforms):
-    """OUT order: a random permutation of 0 .. n-1, drawn from n uniforms in [0, 1).
+def shuffled_order(cnp.ndarray order, rng):
+    """OUT order: a random permutation of 0 .. n-1, drawn from rng.
 
-    The inside-out Fisher-Yates shuffle: for i = 0, 1, ..., n - 1, with
-    j = min(floor(uniforms[i] * (i + 1)), i), ``order[i] = order[j]`` then
-    ``order[j] = i``. One bulk draw of the uniforms (``rng.random(out=...)``)
-    and this pass cost half what ``rng.shuffle`` does, which draws and swaps
-    one entry at a time. order is a writable C-contiguous intp array, uniforms
-    a C-contiguous float64 array of the same length.
+    rng is a ``numpy.random.Generator``, and gives one number:
+    ``s = rng.integers(2**64, dtype=numpy.uint64)``. SplitMix64 spreads s
+    into the state of a xoshiro256** generator (Blackman and Vigna's
+    recommended seeding), whose outputs x give the uniforms
+    u = (x >> 11) 2^-53, and the inside-out Fisher-Yates shuffle takes one
+    each: for i = 0, 1, ..., n - 1, with j = min(floor(u * (i + 1)), i),
+    ``order[i] = order[j]`` then ``order[j] = i``. NumPy's own generators cost
+    three times as much per uniform, which was most of what shuffling added
+    to an epoch of a small network. order is a writable C-contiguous intp
+    array.
     """
     if not (cnp.PyArray_TYPE(order) == cnp.NPY_INTP and order.ndim == 1
             and cnp.PyArray_IS_C_CONTIGUOUS(order) and cnp.PyArray_ISWRITEABLE(order)):
         raise ValueError("order must be a writable 1-D C-contiguous intp array")
-    if not (cnp.PyArray_TYPE(uniforms) == cnp.NPY_DOUBLE and uniforms.ndim == 1
-            and cnp.PyArray_IS_C_CONTIGUOUS(uniforms)):
-        raise ValueError("uniforms must be a 1-D C-contiguous float64 array")
-    if uniforms.shape[0] != order.shape[0]:
-        raise ValueError(f"uniforms ({uniforms.shape[0]}) and order ({order.shape[0]}) "
-                         "must have the same length")
-    if _overlaps(order, uniforms):
-        raise ValueError("order and uniforms must not share memory")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    bit_generator = rng.bit_generator
+    cdef bitgen_t* bitgen = <bitgen_t*>PyCapsule_GetPointer(bit_generator.capsule,
+                                                            "BitGenerator")
+    cdef uint64_t seed
+    cdef uint64_t state[4]
     cdef Py_ssize_t[::1] out = order
-    cdef const double[::1] u = uniforms
     cdef Py_ssize_t i, j, n = out.shape[0]
-    for i in range(n):
-        if not (0 <= u[i] < 1):
-            raise ValueError(f"uniforms must lie in [0, 1), got {u[i]} at {i}")
+    with bit_generator.lock:   # the lock every Generator method takes
+        seed = bitgen.next_uint64(bitgen.state)   # what integers(2**64) draws
     with nogil:
+        for i in range(4):
+            state[i] = _splitmix64(&seed)
         for i in range(n):
-            j = <Py_ssize_t>(u[i] * <double>(i + 1))
-            if j > i:   # u just below 1, rounded up by the product
-                j = i
+            j = <Py_ssize_t>(<double>(_xoshiro256starstar(state) >> 11) * TWO_TO_MINUS_53
+                             * <double>(i + 1))
+            if j > i:   # never: u <= 1 - 2^-53 keeps u (i + 1) below i + 1; but
+                j = i   # an index past i would write outside order
             out[i] = out[j]
             out[j] = i
+
+
+cdef double TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
+
+
+cdef inline uint64_t _splitmix64(uint64_t* x) noexcept nogil:
+    """The next output of SplitMix64 from state x (Steele, Lea and Flood)."""
+    cdef uint64_t z
+    x[0] += 0x9E3779B97F4A7C15ULL
+    z = x[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef inline uint64_t _xoshiro256starstar(uint64_t* s) noexcept nogil:
+    """The next output of xoshiro256** from state s (Blackman and Vigna)."""
+    cdef uint64_t result = _rotl(s[1] * 5, 7) * 9
+    cdef uint64_t t = s[1] << 17
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], 45)
+    return result
 
 
 # ---------------------------------------------------------------------------

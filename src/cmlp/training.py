@@ -118,11 +118,13 @@ def fit(net, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="s
         every parameter, **biases included** (PyTorch's default behaviour).
     shuffle : bool, default True
         Reshuffle the samples before every epoch: each epoch visits them in
-        a random order drawn from ``u = rng.random(n)``, with
-        ``rng = numpy.random.default_rng(seed)``, by the inside-out
+        a random order. With ``rng = numpy.random.default_rng(seed)``, each
+        epoch draws ``s = rng.integers(2**64, dtype=numpy.uint64)``, seeds a
+        xoshiro256** generator from ``s`` by SplitMix64, and takes its
+        uniforms ``u = (x >> 11) * 2**-53`` in turn through the inside-out
         Fisher-Yates shuffle: for ``i = 0, 1, ..., n - 1``, with
-        ``j = min(floor(u[i] * (i + 1)), i)``, ``order[i] = order[j]`` then
-        ``order[j] = i``.
+        ``j = min(floor(u * (i + 1)), i)``, ``order[i] = order[j]`` then
+        ``order[j] = i`` (``cmlp._kernels.shuffled_order``).
     seed : int, numpy.random.Generator or None
         Seed of the shuffling: the same seed (and the same starting network)
         gives bit-identical parameters and history. A Generator is used as it
@@ -239,7 +241,6 @@ class _Loop:
         self.n_batches = -(-self.n // self.batch_size)
         if shuffle:
             self.order = np.empty(self.n, dtype=np.intp)
-            self.uniforms = np.empty(self.n)
         else:
             self.order = None
         # Plain SGD is fused into the backward pass, and its epoch is one
@@ -296,7 +297,7 @@ class _Loop:
         """One pass over the batches; returns the epoch's training loss."""
         self._remember_epoch_start()
         if self.order is not None:
-            shuffled_order(self.order, self.rng.random(out=self.uniforms))
+            shuffled_order(self.order, self.rng)
         if self.fused:
             total = self._fused_epoch(epoch, history)
         else:
