@@ -40,9 +40,11 @@ LICENCE_FILES = ("LICENSE",)  # pyproject.toml's license-files
 SHIPPED_SUFFIXES = (".py", ".pyi")  # with py.typed, the sources a wheel carries as they are
 COMPILED_SUFFIXES = (".pyx",)  # each becomes one compiled module, and is itself left out
 # What a build leaves behind in a tree and must never reach a wheel or sdist.
-LEFTOVER = re.compile(r"\.(c|cpp|o|obj|so|pyd|dll|dylib|pyc)$"  # generated C, objects, modules
-                      r"|^src/.*\.html$"  # Cython's annotation pages
-                      r"|(^|/)(build|_build|dist|wheelhouse|__pycache__)/")
+LEFTOVER = re.compile(
+    r"^(?!tests/c/).*\.(c|cpp|o|obj|so|pyd|dll|dylib|pyc)$"  # generated C, objects, modules
+    # (not the C under tests/c: a test's own source)
+    r"|^src/.*\.html$"  # Cython's annotation pages
+    r"|(^|/)(build|_build|dist|wheelhouse|__pycache__)/")
 
 
 # --- what the sources say ---------------------------------------------------
@@ -111,7 +113,9 @@ def sdist_problems(sdist, root=ROOT):
     required = {"pyproject.toml", "setup.py", "README.md", "CHANGELOG.md", "PKG-INFO",
                 "tools/wheels.py", *LICENCE_FILES}
     required |= {"src/" + s for s in package_sources(root)}
-    required |= {p.relative_to(root).as_posix() for p in (root / "tests").glob("*.py")}
+    required |= {p.relative_to(root).as_posix()
+                 for pattern in (f"src/{PACKAGE}/*.h", "tests/*.py", "tests/c/*.c")
+                 for p in root.glob(pattern)}
     problems = [f"missing {n}" for n in sorted(required - names)]
     problems += [f"unexpected {n}" for n in sorted(names) if LEFTOVER.search(n)]
     return problems

@@ -131,8 +131,16 @@ static CMLP_INLINE float cmlp_sigmoid_f(float z) {
 #define CMLP_X86_VARIANTS 0
 #endif
 
-#if defined(__GNUC__)
-/* NR entries of real in GCC's vector extensions (Clang has them too).
+/* GCC's vector extensions (Clang has them too); without them (MSVC), or with
+   CMLP_NO_VECTOR_EXTENSIONS defined (to test that route with GCC), plain C. */
+#if defined(__GNUC__) && !defined(CMLP_NO_VECTOR_EXTENSIONS)
+#define CMLP_HAS_VECTORS 1
+#else
+#define CMLP_HAS_VECTORS 0
+#endif
+
+#if CMLP_HAS_VECTORS
+/* NR entries of real in GCC's vector extensions.
    Unaligned, and it may alias real: loads and stores through it leave
    accumulators in registers, where memcpy took their address. */
 #define CMLP_VECTOR(real, NR) \
@@ -157,7 +165,7 @@ static CMLP_INLINE float cmlp_sigmoid_f(float z) {
    vector for the whole block and reduced once at the end: a flag reduced by
    the compiler at the end of every row made this pass cost a third of the
    sigmoid's. lane_int is a signed integer of real's width. */
-#if defined(__GNUC__)
+#if CMLP_HAS_VECTORS
 #define CMLP_DEFINE_ADD_BIAS(real, sfx, attr, NR, range, lane_int)                          \
 attr static int cmlp_add_bias_##sfx(                                                        \
         real *CMLP_RESTRICT z, const real *CMLP_RESTRICT b, Py_ssize_t n, Py_ssize_t m) {   \
@@ -251,7 +259,7 @@ attr static void cmlp_sgd_##sfx(                                                
 #define CMLP_GEMM_MR 4
 #define CMLP_GEMM_MAX_K 256
 
-#if defined(__GNUC__)
+#if CMLP_HAS_VECTORS
 #define CMLP_DEFINE_SMALL_GEMM(real, sfx, attr, NR, DOT)                                     \
 typedef CMLP_VECTOR(real, NR) cmlp_vec_##sfx;                                               \
                                                                                             \
@@ -370,8 +378,8 @@ attr static void cmlp_small_gemm_##sfx(                                         
 }
 
 #else
-/* Without vector extensions (MSVC): each entry summed in order of k, one at a
-   time; a one-row product with B^T in the dot products' order. */
+/* Without vector extensions: each entry summed in order of k, one at a time;
+   a one-row product with B^T in the dot products' order. */
 #define CMLP_DEFINE_SMALL_GEMM(real, sfx, attr, NR, DOT)                                     \
 static void cmlp_small_gemm_##sfx(                                                          \
         int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,                 \
