@@ -314,7 +314,7 @@ def available_engines(case):
 class GemmFloor:
     """The matrix products of one step, back to back, into preallocated outputs."""
 
-    def __init__(self, sizes, n, dtype, library="numpy"):
+    def __init__(self, sizes, n, dtype):
         rng = np.random.default_rng(0)
         shapes = list(zip(sizes[:-1], sizes[1:]))
         self.A = [rng.random((n, n_in), dtype=dtype) for n_in, _ in shapes]
@@ -323,9 +323,17 @@ class GemmFloor:
         self.Z = [np.empty((n, n_out), dtype=dtype) for _, n_out in shapes]
         self.dW = [np.empty((n_out, n_in), dtype=dtype) for n_in, n_out in shapes]
         self.dA = [np.empty((n, n_in), dtype=dtype) for n_in, _ in shapes]
-        if library == "scipy":
-            self.step = self.scipy_step
-            self.gemm = scipy_blas.get_blas_funcs("gemm", dtype=dtype)
+        self.gemm = scipy_blas.get_blas_funcs("gemm", dtype=dtype)
+
+    def step(self):
+        """The products through numpy.matmul: the GEMM floor."""
+        matmul = np.matmul
+        for A, W, Z in zip(self.A, self.W, self.Z):
+            matmul(A, W.T, out=Z)                       # Z = A_prev W^T
+        for l in range(len(self.W) - 1, -1, -1):
+            matmul(self.D[l].T, self.A[l], out=self.dW[l])  # dW = delta^T A_prev
+            if l > 0:
+                matmul(self.D[l], self.W[l], out=self.dA[l])  # delta W
 
     def scipy_step(self):
         """The same products through SciPy's BLAS, which is column-major: a
@@ -339,15 +347,6 @@ class GemmFloor:
                  overwrite_c=1)                                         # dW = delta^T A_prev
             if l > 0:
                 gemm(1.0, self.W[l].T, self.D[l].T, c=self.dA[l].T, overwrite_c=1)  # delta W
-
-    def step(self):
-        matmul = np.matmul
-        for A, W, Z in zip(self.A, self.W, self.Z):
-            matmul(A, W.T, out=Z)                       # Z = A_prev W^T
-        for l in range(len(self.W) - 1, -1, -1):
-            matmul(self.D[l].T, self.A[l], out=self.dW[l])  # dW = delta^T A_prev
-            if l > 0:
-                matmul(self.D[l], self.W[l], out=self.dA[l])  # delta W
 
 
 # ---------------------------------------------------------------------------
@@ -469,13 +468,10 @@ def bench_cell(case, dtype, threads, repeats, min_time):
         _set_threads(threads)
         engines = [Engine(weights, biases, X, Y) for Engine in available_engines(case)]
         functions = {e.name: e.step for e in engines}
-        floor = None
         if case in FLOOR_CASES:
             spec = CASES[case]
-            for library in ("numpy", "scipy"):
-                floor_step = GemmFloor(spec["layer_sizes"], spec["batch_size"], dtype,
-                                       library).step
-                functions["gemm_floor" if library == "numpy" else "scipy_floor"] = floor_step
+            products = GemmFloor(spec["layer_sizes"], spec["batch_size"], dtype)
+            functions["gemm_floor"], functions["scipy_floor"] = products.step, products.scipy_step
         settle = POOL_SETTLE_S if threads > 1 else 0.0
         timed = time_round_robin(functions, repeats, min_time, settle=settle)
         floor = timed.pop("gemm_floor", (None, None))[0]

@@ -73,6 +73,7 @@ cdef extern from "_vector_kernels.h":
         const char* name
     const cmlp_vector_kernels cmlp_variants[]
     const int CMLP_N_VARIANTS
+    const cmlp_vector_kernels* cmlp_active
     bint cmlp_variant_runs(int v)
     void cmlp_use_variant(int v)
 
@@ -702,15 +703,16 @@ cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] order, Py_ssize_t n) noexce
 # The buffers start on a cache line: a vector load of 64 bytes (an AVX-512
 # register) that straddles two lines made the small-product kernel up to a
 # third slower, and NumPy promises only 16-byte alignment.
-BUFFER_ALIGNMENT = 64
+cdef size_t BUFFER_ALIGNMENT = 64
 
 
-def _aligned_zeros(Py_ssize_t count, dtype):
+cdef object _aligned_zeros(Py_ssize_t count, dtype):
     """A zeroed 1-D array of count entries of dtype, its data on a BUFFER_ALIGNMENT boundary."""
     cdef Py_ssize_t nbytes = count * np.dtype(dtype).itemsize
     cdef cnp.ndarray raw = np.zeros(nbytes + BUFFER_ALIGNMENT, dtype=np.uint8)
     cdef size_t address = <size_t>cnp.PyArray_DATA(raw)
-    cdef Py_ssize_t start = (BUFFER_ALIGNMENT - address % BUFFER_ALIGNMENT) % BUFFER_ALIGNMENT
+    cdef Py_ssize_t start = <Py_ssize_t>((BUFFER_ALIGNMENT - address % BUFFER_ALIGNMENT)
+                                          % BUFFER_ALIGNMENT)
     return raw[start:start + nbytes].view(dtype)
 
 
@@ -1285,6 +1287,9 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
            size)
 
 
+cdef double TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
+
+
 def shuffled_order(cnp.ndarray order, rng):
     """OUT order: a random permutation of 0 .. n-1, drawn from rng.
 
@@ -1323,9 +1328,6 @@ def shuffled_order(cnp.ndarray order, rng):
                 j = i   # an index past i would write outside order
             out[i] = out[j]
             out[j] = i
-
-
-cdef double TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
 
 
 cdef inline uint64_t _splitmix64(uint64_t* x) noexcept nogil:
@@ -1377,7 +1379,7 @@ def vector_variants():
 
 def vector_variant():
     """The name of the variant of the vector kernels in use."""
-    return _variant_in_use
+    return cmlp_active.name.decode()
 
 
 def _use_vector_variant(str name):
@@ -1387,15 +1389,14 @@ def _use_vector_variant(str name):
     For the tests, which compare the variants, and the benchmarks; not for
     use while other threads are in the kernels.
     """
-    global _variant_in_use
-    if name not in vector_variants():
-        raise ValueError(f"this processor runs the variants {vector_variants()}, not {name!r}")
-    previous = _variant_in_use
-    cmlp_use_variant([cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)].index(name))
-    _set_gemm_thresholds(*GEMM_THRESHOLDS[name])
-    _variant_in_use = name
-    return previous
-
+    cdef int v
+    previous = vector_variant()
+    for v in range(CMLP_N_VARIANTS):
+        if cmlp_variant_runs(v) and cmlp_variants[v].name.decode() == name:
+            cmlp_use_variant(v)
+            _set_gemm_thresholds(*GEMM_THRESHOLDS[name])
+            return previous
+    raise ValueError(f"this processor runs the variants {vector_variants()}, not {name!r}")
 
 
 def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_work):
@@ -1410,7 +1411,6 @@ def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_wor
     return previous
 
 
-_variant_in_use = None
 _use_vector_variant(vector_variants().pop())  # the widest
 
 
