@@ -24,11 +24,18 @@ directives = {
 }
 
 
-def extension(name):
+# The vector kernels (_vector_kernels.c), one file per variant, each of which
+# sets its own target; _kernels calls them through _vector_dispatch.c's table.
+VECTOR_KERNELS = [f"src/cmlp/_vector_{v}.c" for v in ("baseline", "avx2", "avx512", "dispatch")]
+VECTOR_DEPENDS = ["src/cmlp/_vector_kernels.h", "src/cmlp/_vector_kernels.c"]
+
+
+def extension(name, c_sources=(), depends=()):
     """One compiled module of the package, built with the shared settings."""
     return Extension(
         f"cmlp.{name}",
-        [f"src/cmlp/{name}.pyx"],
+        [f"src/cmlp/{name}.pyx", *c_sources],
+        depends=list(depends),
         include_dirs=[np.get_include()],
         define_macros=[
             ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
@@ -42,5 +49,6 @@ def extension(name):
     )
 
 
-setup(ext_modules=cythonize([extension("_kernels"), extension("_optim")],
+setup(ext_modules=cythonize([extension("_kernels", VECTOR_KERNELS, VECTOR_DEPENDS),
+                             extension("_optim")],
                             compiler_directives=directives))

@@ -1,12 +1,13 @@
 """Where BLAS starts to pay: one SGD step under several settings of the BLAS thresholds.
 
-cmlp sends a product of fewer than ``BLAS_MIN_WORK`` multiply-adds to its own
-small-product kernel, and one of fewer than ``SMALL_GEMM_MAX_WORK`` too when
-the output has at least 16 rows and columns; the rest to ``sgemm``/``dgemm``.
-This script times ``train_step`` on networks whose products straddle the
-thresholds, for each candidate pair, and prints each time with its ratio to the
-best candidate for that shape, for the variant of the vector kernels in use
-or the one named (its thresholds are ``GEMM_THRESHOLDS`` in ``_kernels.pyx``)::
+cmlp sends a product of fewer than ``BLAS_MIN_WORK`` multiply-adds (in
+``_kernels.pyx``) to its own small-product kernel, the rest to
+``sgemm``/``dgemm``. This script times ``train_step`` on networks whose
+products straddle the threshold, for each candidate, and prints each time with
+its ratio to the best candidate for that shape, for the variant of the vector
+kernels in use or the one named. One threshold serves every variant (so that
+a product takes the same route on every processor): choose the candidate
+whose worst mean ratio over the variants is lowest::
 
     python benchmarks/blas_threshold.py [--variant baseline|avx2|avx512]
 
@@ -28,9 +29,7 @@ SHAPES = [([2, 1, 1], 1), ([16, 32, 1], 1), ([16, 32, 1], 8), ([16, 32, 1], 32),
           ([32, 32, 1], 4), ([64, 64, 1], 2), ([10, 10, 10], 16), ([10, 10, 10], 64),
           ([4, 16, 4], 64), ([32, 64, 10], 32), ([64, 64, 1], 64), ([100, 100, 10], 64),
           ([784, 128, 64, 10], 1), ([64, 128, 64, 10], 16)]
-# (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK); equal values: one plain threshold.
-CANDIDATES = [(512, 512), (2048, 2048), (2048, 8192), (2048, 32768), (2048, 131072),
-              (8192, 32768)]
+CANDIDATES = [512, 1024, 2048, 4096, 8192]
 
 
 def step_seconds(net, X, Y, calls):
@@ -43,7 +42,7 @@ def step_seconds(net, X, Y, calls):
 def main(variant=None, repeats=7, calls=1000):
     total = dict.fromkeys(CANDIDATES, 0.0)
     previous_variant = _kernels._use_vector_variant(variant or _kernels.vector_variant())
-    previous = _kernels._set_gemm_thresholds(*CANDIDATES[0])
+    previous = _kernels._set_blas_min_work(CANDIDATES[0])
     print(f"vector kernels: {_kernels.vector_variant()}")
     try:
         with threadpool_limits(limits=1):
@@ -56,7 +55,7 @@ def main(variant=None, repeats=7, calls=1000):
                     samples = {t: [] for t in CANDIDATES}
                     for _ in range(repeats):
                         for t in CANDIDATES:
-                            _kernels._set_gemm_thresholds(*t)
+                            _kernels._set_blas_min_work(t)
                             net.train_step(X, Y, 0.0)
                             samples[t].append(step_seconds(net, X, Y, calls))
                     median = {t: statistics.median(v) for t, v in samples.items()}
@@ -64,14 +63,14 @@ def main(variant=None, repeats=7, calls=1000):
                     for t in CANDIDATES:
                         total[t] += median[t] / best
                     print(f"{str(sizes):18s} batch {n:3d} {np.dtype(dtype).name:8s} " +
-                          "  ".join(f"{t[0]}/{t[1]}: {median[t] * 1e6:6.2f} µs ({median[t] / best:.2f})"
+                          "  ".join(f"{t}: {median[t] * 1e6:6.2f} µs ({median[t] / best:.2f})"
                                     for t in CANDIDATES), flush=True)
     finally:
-        _kernels._set_gemm_thresholds(*previous)
+        _kernels._set_blas_min_work(previous)
         _kernels._use_vector_variant(previous_variant)
     count = 2 * len(SHAPES)
     print("mean ratio to the best, per threshold:",
-          ", ".join(f"{t[0]}/{t[1]}: {v / count:.3f}" for t, v in total.items()))
+          ", ".join(f"{t}: {v / count:.3f}" for t, v in total.items()))
 
 
 if __name__ == "__main__":

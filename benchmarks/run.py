@@ -1,6 +1,6 @@
 """cmlp beside NumPy, pure Python, PyTorch and scikit-learn: one SGD step, timed.
 
-Run from a clone, after ``pip install ".[bench]"`` (and ``pip install torch`` for the
+Run from a clone, after ``pip install . && pip install --group bench`` (and ``pip install torch`` for the
 PyTorch engine)::
 
     python benchmarks/run.py            # full run: writes benchmarks/latest.json and latest.md

@@ -2,10 +2,11 @@
 
 The docs describe the *installed* package: ``src/`` is never put on
 ``sys.path``, so the tutorial's doctests and the plots run against the
-compiled wheel that users get (``pip install ".[docs]"`` first).
+compiled wheel that users get (``pip install . && pip install --group docs`` first).
 """
 import importlib
 import re
+import sys
 from pathlib import Path
 
 from sphinx.util import logging
@@ -20,7 +21,10 @@ ROOT = DOCS.parent
 # A stale or source-tree import would document something users never run.
 if (ROOT / "src") in Path(cmlp.__file__).resolve().parents:
     raise RuntimeError(f"cmlp was imported from the source tree ({cmlp.__file__}); "
-                       "install it (pip install '.[docs]') and build from elsewhere")
+                       "install it (pip install . && pip install --group docs) and build from elsewhere")
+
+# The docs' own extensions (docs/_ext): the benchmarks page's tables.
+sys.path.insert(0, str(DOCS / "_ext"))
 
 project = "cmlp"
 author = "The cmlp developers"
@@ -31,10 +35,15 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
+    "sphinx.ext.mathjax",
+    # MathJax from a PyPI package, copied into _static: the maths renders
+    # with no internet access (and no CDN is asked for the pages).
+    "sphinx-mathjax-offline",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
     "myst_parser",
     "sphinx_copybutton",
+    "benchmark_tables",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -61,7 +70,7 @@ def drop_missing_pages(app, docname, source):
 
 
 # Public modules: each exports __all__, and each name there is in api.rst.
-PUBLIC_MODULES = ["cmlp", "cmlp.training", "cmlp.io", "cmlp.sklearn"]
+PUBLIC_MODULES = ["cmlp", "cmlp.training", "cmlp.io", "cmlp.sklearn", "cmlp.plot"]
 
 
 def check_api_reference(app):
@@ -160,11 +169,16 @@ nitpick_ignore = [
     ("py:class", "torch.optim.AdamW"),
     ("py:class", "sklearn.neural_network.MLPRegressor"),
     ("py:func", "open"),   # the builtin; only builtin classes resolve without intersphinx
+    ("py:class", "matplotlib.axes.Axes"),
+    ("py:class", "matplotlib.text.Text"),
 ]
 
 # -- API reference -----------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True    # "np.float64", as written, not "<class ...>"
+# The numpydoc parameter lists give the types readers see; the annotations are
+# for type checkers and editors, and stay out of the rendered signatures.
+autodoc_typehints = "none"
 autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False   # autodoc lists the members itself
 numpydoc_xref_param_type = False      # types stay text: nothing to link offline
@@ -183,9 +197,13 @@ doctest_test_doctest_blocks = "default"
 plot_include_source = True
 plot_html_show_source_link = False
 plot_html_show_formats = False
-plot_formats = [("png", 110)]
+# SVG: text stays sharp at any width, and a figure that a phone shrinks to its
+# screen keeps the size its inches give it relative to the page. Figures are
+# drawn at most about 5 inches wide, so that 10 pt text stays legible there.
+plot_formats = [("svg", 96)]
 plot_working_directory = str(DOCS)   # plot code finds ../benchmarks/ from here
-plot_rcparams = {"figure.dpi": 110, "font.size": 10, "savefig.bbox": "tight"}
+plot_rcparams = {"figure.dpi": 96, "font.size": 10, "savefig.bbox": "tight",
+                 "svg.hashsalt": "cmlp"}   # the same SVG ids on every build
 
 # -- HTML ---------------------------------------------------------------------
 # The copy button copies code without the ">>> " and "... " prompts, and
@@ -194,4 +212,7 @@ copybutton_prompt_text = r">>> |\.\.\. "
 copybutton_prompt_is_regexp = True
 html_theme = "furo"
 html_title = f"cmlp {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["cmlp.css"]
+# The maths: MathJax's files as the offline extension copies them into _static.
+mathjax_path = "mathjax/tex-chtml.js"

@@ -12,7 +12,11 @@ payload, inf, subnormal) come from the fuzzer. What must hold for every input:
 * a refused call leaves the parameters bit for bit as they were (a diverged
   fit leaves them finite);
 * load gives back the saved model, or refuses damaged bytes;
-* predict and forward agree (NaN where NaN), and return the documented shape and dtype.
+* predict and forward agree (NaN where NaN), and return the documented shape and dtype;
+* a fit that returns predicts finite numbers on its training data;
+* ndarray subclasses whose attributes lie, tampered pickled states, finalizers
+  that re-enter the model and snapshots taken while another thread restores
+  never crash, hang or tear (issue 13).
 
 Run it (``pip install atheris``), from the repository root:
 
@@ -110,6 +114,115 @@ def call(function, *args, **kwargs):
         return REFUSED
 
 
+# ---------------------------------------------------------------------------
+# Hostile use (issue 13)
+# ---------------------------------------------------------------------------
+
+def _lies(real):
+    """Attributes an ndarray subclass may override, each with a lie about real."""
+    return {
+        "shape": property(lambda self: (1,)),
+        "ndim": property(lambda self: 1 if real.ndim != 1 else 2),
+        "dtype": property(lambda self: np.dtype(np.float64 if real.dtype != np.float64
+                                                else np.float32)),
+        "flags": property(lambda self: type("Flags", (), dict(
+            c_contiguous=True, f_contiguous=True, aligned=True, writeable=True))()),
+        "strides": property(lambda self: (8,) * real.ndim),
+        "size": property(lambda self: 1),
+        "reshape": lambda self, *shape, **kw: np.zeros((10**5, 1)),
+    }
+
+
+def liar(fdp, array):
+    """array viewed as a subclass whose chosen attributes lie."""
+    real = np.asarray(array)
+    lies = _lies(real)
+    chosen = {name: lies[name] for name in lies if fdp.ConsumeBool()}
+    return real.view(type("Liar", (np.ndarray,), chosen))
+
+
+def lying_subclass_call(fdp, net, n_in, n_out, before):
+    """A lying subclass is refused, or read as what it really is (never a crash)."""
+    X = np.ascontiguousarray(draw_array(fdp, draw_shape(fdp, n_in, n_out)))
+    target = fdp.ConsumeIntInRange(0, 3)
+    if target == 0:
+        call(net.predict, liar(fdp, X))
+    elif target == 1:
+        out = np.zeros((X.shape[0] if X.ndim == 2 else 1, n_out), dtype=net.dtype)
+        if fdp.ConsumeBool():
+            out = out[::-1]
+        call(net.predict, X, out=liar(fdp, out))
+    elif target == 2:
+        Y = draw_array(fdp, draw_shape(fdp, n_out, n_out))
+        if call(net.train_step, liar(fdp, X), liar(fdp, Y), 0.01) is REFUSED:
+            assert net.params.tobytes() == before.tobytes(), "a refused step changed params"
+    else:
+        grads = net.grads if fdp.ConsumeBool() else np.ones(fdp.ConsumeIntInRange(1, 40),
+                                                              dtype=net.dtype)
+        kind = cmlp.Adam if fdp.ConsumeBool() else cmlp.SGD
+        opt = call(kind, liar(fdp, net.params), liar(fdp, grads))
+        if opt is not REFUSED:
+            opt.step()
+
+
+def tampered_pickle(fdp, net):
+    """Unpickling a tampered state is refused, or gives a model that works."""
+    state = net.__getstate__()
+    key = fdp.PickValueInList(sorted(state))
+    state[key] = fdp.PickValueInList([
+        None, 1.5, "sigmoid", (), (2, -1, 2), (0, 3), (2**40, 2), ("sigmoid",) * 9, ("bogus",),
+        np.int32, np.zeros(fdp.ConsumeIntInRange(0, 50)), np.float64(3.0), [1, 2]])
+    twin = cmlp.MLP.__new__(cmlp.MLP)
+    if call(twin.__setstate__, state) is not REFUSED:
+        out = twin.predict(np.ones((2, twin.layer_sizes[0])))
+        assert out.shape == (2, twin.layer_sizes[-1])
+
+
+def reentrant_finalizers(fdp, net, n_in):
+    """A finalizer that uses the model inside one of its calls works or raises
+    RuntimeError: a hang here is a timeout, which libFuzzer reports."""
+    import gc
+
+    def use():
+        call(net.predict, np.ones((1, n_in)))
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            use()
+
+    old = gc.get_threshold()
+    gc.set_threshold(fdp.ConsumeIntInRange(1, 3))
+    try:
+        for n in range(2, 2 + fdp.ConsumeIntInRange(1, 40)):
+            Cycle()
+            call(net.forward, np.ones((n, n_in)))
+    finally:
+        gc.set_threshold(*old)
+
+
+def concurrent_snapshots(fdp, net):
+    """Snapshots taken while another thread restores are one state or the other."""
+    import threading
+
+    states = [net.params.copy(), np.linspace(-1, 1, net.params.shape[0]).astype(net.dtype)]
+    rounds = fdp.ConsumeIntInRange(1, 50)
+
+    def restore():
+        for i in range(rounds):
+            net._engine.restore(states[i % 2])
+
+    thread = threading.Thread(target=restore)
+    thread.start()
+    snapshots = [net._engine.snapshot() for _ in range(rounds)]
+    snapshots += [np.concatenate([v.ravel() for v in net.state_dict().values()])]
+    thread.join()
+    allowed = {state.tobytes() for state in states}
+    assert all(s.tobytes() in allowed for s in snapshots), "a torn snapshot"
+
+
 def test_one_input(data):
     fdp = atheris.FuzzedDataProvider(data)
     depth = fdp.ConsumeIntInRange(1, 3)
@@ -119,7 +232,7 @@ def test_one_input(data):
     net = cmlp.MLP(sizes, activation=activations, dtype=dtype, seed=0)
     n_in, n_out = sizes[0], sizes[-1]
     for _ in range(fdp.ConsumeIntInRange(1, 6)):
-        action = fdp.ConsumeIntInRange(0, 8)
+        action = fdp.ConsumeIntInRange(0, 12)
         before = net.params.copy()
         if action <= 1:
             X = draw_array(fdp, draw_shape(fdp, n_in, n_out))
@@ -165,9 +278,20 @@ def test_one_input(data):
                 assert np.isfinite(net.params).all() or not np.isfinite(before).all()
             else:
                 # A fit that succeeds, or stops on divergence, leaves finite parameters
-                # wherever they started finite.
+                # wherever they started finite, and one that returns predicts finite
+                # numbers on its (finite) training data.
                 assert np.isfinite(net.params).all() or not np.isfinite(before).all()
-        else:
+                if history.epochs and np.isfinite(before).all():
+                    assert np.isfinite(net.predict(X)).all(), "fit returned a model predicting NaN"
+        elif action == 9:
+            lying_subclass_call(fdp, net, n_in, n_out, before)
+        elif action == 10:
+            tampered_pickle(fdp, net)
+        elif action == 11:
+            reentrant_finalizers(fdp, net, n_in)
+        elif action == 12:
+            concurrent_snapshots(fdp, net)
+        elif action == 8:
             saved = io.BytesIO()
             net.save(saved)
             data = bytearray(saved.getvalue())

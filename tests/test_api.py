@@ -1,5 +1,4 @@
 """The MLP API contract: construction, buffers and views, passes, state dicts."""
-import threading
 import tracemalloc
 
 import numpy as np
@@ -149,36 +148,6 @@ def test_loss_needs_matching_output_activation():
         net.backward([0.0, 1.0], loss="hinge")
 
 
-def test_named_parameters_and_state_dict_roundtrip(dtype):
-    net = cmlp.MLP([3, 4, 2], dtype=dtype, seed=0)
-    names = [name for name, _ in net.named_parameters()]
-    assert names == ["layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"]
-    state = net.state_dict()
-    assert list(state) == names
-    assert not any(np.shares_memory(v, net.params) for v in state.values())
-    other = cmlp.MLP([3, 4, 2], dtype=dtype, seed=1)
-    other.load_state_dict(state)
-    np.testing.assert_array_equal(other.params, net.params)
-    nested = {k: v.tolist() for k, v in state.items()}  # anything np.asarray takes
-    cmlp.MLP([3, 4, 2], dtype=dtype).load_state_dict(nested)
-
-
-@pytest.mark.parametrize("change,message", [
-    (lambda d: d.pop("layer1.bias"), r"missing \['layer1.bias'\]"),
-    (lambda d: d.update({"layer2.weight": np.ones(1)}), r"unexpected \['layer2.weight'\]"),
-    (lambda d: d.update({"layer0.weight": np.ones((3, 4))}), r"layer0.weight must have shape \(4, 3\)"),
-    (lambda d: d.update({"layer1.bias": np.ones((2, 1))}), r"layer1.bias must have shape \(2,\)"),
-])
-def test_load_state_dict_rejects_and_leaves_model_unchanged(change, message):
-    net = cmlp.MLP([3, 4, 2], seed=0)
-    before = net.params.copy()
-    state = cmlp.MLP([3, 4, 2], seed=1).state_dict()
-    change(state)
-    with pytest.raises(ValueError, match=message):
-        net.load_state_dict(state)
-    np.testing.assert_array_equal(net.params, before)
-
-
 def test_no_allocation_after_warm_up(dtype):
     rng = np.random.default_rng(0)
     net = cmlp.MLP([16, 32, 1], dtype=dtype, seed=0)
@@ -203,50 +172,6 @@ def test_no_allocation_after_warm_up(dtype):
     grown = [s for s in after.compare_to(before, "filename") if s.size_diff > 0
              and "cmlp" in s.traceback[0].filename]
     assert grown == []
-
-
-def test_threads_on_separate_models_match_sequential_runs():
-    rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(64, 20)), rng.normal(size=(64, 3))
-
-    def train(net):
-        for _ in range(50):
-            net.train_step(X, Y, 0.05)
-
-    sequential = [cmlp.MLP([20, 64, 3], seed=s) for s in range(4)]
-    for net in sequential:
-        train(net)
-    parallel = [cmlp.MLP([20, 64, 3], seed=s) for s in range(4)]
-    threads = [threading.Thread(target=train, args=(net,)) for net in parallel]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for a, b in zip(sequential, parallel):
-        np.testing.assert_array_equal(a.params, b.params)
-
-
-def test_threads_sharing_one_model_take_turns():
-    # Each step holds the model's lock: the result is that of *some* order of
-    # the steps, and with identical steps every order gives the same numbers.
-    rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(16, 8)), rng.normal(size=(16, 2))
-    shared, alone = cmlp.MLP([8, 16, 2], seed=0), cmlp.MLP([8, 16, 2], seed=0)
-    n_threads, steps = 8, 100
-
-    def hammer():
-        for _ in range(steps):
-            shared.train_step(X, Y, 0.01)
-            shared.predict(X[:3])
-
-    threads = [threading.Thread(target=hammer) for _ in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for _ in range(n_threads * steps):
-        alone.train_step(X, Y, 0.01)
-    np.testing.assert_array_equal(shared.params, alone.params)
 
 
 def test_partial_batches_reuse_the_work_buffers():

@@ -17,9 +17,16 @@ The example count is bounded by the hypothesis profile in ``conftest.py``:
 ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz.py`` runs the long
 version.
 """
+import copy
+import gc
+import io
 import math
+import os
+import pickle
 import re
+import threading
 import warnings
+import weakref
 from fractions import Fraction
 
 import numpy as np
@@ -234,7 +241,7 @@ def expected_samples(X, n_in, dtype):
         return Refused((TypeError, "X must be a real numeric array"))
     refused = None
     if raw.dtype.kind not in REAL_KINDS:
-        refused = Refused((TypeError, rf"X must be a real numeric array .*got dtype"))
+        refused = Refused((TypeError, r"X must be a real numeric array .*got dtype"))
     single = raw.shape == (n_in,)
     if not (single or (raw.ndim == 2 and raw.shape[1] == n_in)):
         refused = Refused((ValueError, rf"X must have shape \({n_in},\) or \(n, {n_in}\), "
@@ -365,7 +372,7 @@ def test_forward_and_predict(architecture, data):
     expected = expected_samples(X, n_in, net.dtype)
     for call in (net.forward, net.predict):
         if isinstance(expected, Refused):
-            expected.check(lambda: call(X))
+            expected.check(lambda call=call: call(X))
             continue
         X_ref, single = expected
         out = quietly(call, X)
@@ -803,6 +810,8 @@ def test_optimizer_construction(architecture, kind, data):
     name = data.draw(st.sampled_from(sorted(names) + ["lr"]))
     value = data.draw(st.sampled_from(HOSTILE_NUMBERS))
     expected = expected_lr(value) if name == "lr" else expected_number(value, name, *names[name])
+    if name == "eps" and not isinstance(expected, Refused) and expected == 0:
+        expected = Refused((ValueError, "eps must be > 0"))   # 0 / 0 where a gradient is 0
     make = getattr(cmlp, kind)
     if isinstance(expected, Refused):
         expected.check(lambda: make(net.params, net.grads, **{name: value}))
@@ -927,3 +936,280 @@ def test_out_that_is_a_view_of_the_kept_activations_is_refused(architecture, dat
         np.testing.assert_array_equal(kept, saved)
     out = net.activations[layer]
     np.testing.assert_array_equal(net.predict(X, out=out), net.predict(X))  # predict keeps none
+
+
+# ---------------------------------------------------------------------------
+# Hostile use (issue 13): lying subclasses, tampered pickles, re-entrant
+# finalizers, concurrent snapshots and restores
+# ---------------------------------------------------------------------------
+
+LIES = {
+    "shape": lambda real: property(lambda self: (1,)),
+    "ndim": lambda real: property(lambda self: 1 if real.ndim != 1 else 2),
+    "dtype": lambda real: property(lambda self: np.dtype(np.float64 if real.dtype == np.float32
+                                                         else np.float32)),
+    "flags": lambda real: property(lambda self: type("Flags", (), dict(
+        c_contiguous=True, f_contiguous=True, aligned=True, writeable=True,
+        owndata=True))()),
+    "strides": lambda real: property(lambda self: (8,) * real.ndim),
+    "size": lambda real: property(lambda self: 1),
+    "nbytes": lambda real: property(lambda self: 10**9),
+    "reshape": lambda real: (lambda self, *shape, **kw: np.zeros((10**5, 1))),
+    "__array__": lambda real: (lambda self, *a, **kw: np.zeros((3, 3))),
+    "copy": lambda real: (lambda self, *a, **kw: np.zeros(1)),
+}
+
+
+def liar(array, lies):
+    """array viewed as a subclass whose attributes in ``lies`` return something else."""
+    real = np.asarray(array)
+    cls = type("Liar", (np.ndarray,), {name: LIES[name](real) for name in lies})
+    return real.view(cls)
+
+
+lie_sets = st.lists(st.sampled_from(sorted(LIES)), min_size=1, max_size=3, unique=True)
+
+
+def outcome(call):
+    """("ok", result) or ("refused", exception type): never anything else."""
+    try:
+        return "ok", quietly(call)
+    except (TypeError, ValueError) as error:
+        return "refused", type(error)
+
+
+@given(architectures(), lie_sets, st.data())
+def test_subclasses_whose_attributes_lie_are_read_as_what_they_are(architecture, lies, data):
+    """Each entry point given a lying subclass either refuses it or does exactly
+    what it does with the base-class array the subclass really is."""
+    net = build(architecture)
+    sizes, dtype = net.layer_sizes, net.dtype
+    n = data.draw(st.sampled_from([1, 3, 20]))
+    layout = data.draw(st.sampled_from(["plain", "reversed", "float32", "float64"]))
+    X = np.linspace(-1, 1, n * sizes[0]).reshape(n, sizes[0])
+    if layout == "reversed":
+        X = X[::-1]
+    elif layout in ("float32", "float64"):
+        X = X.astype(layout)
+    Y = np.full((n, sizes[-1]), 0.5)
+    twin = copy.deepcopy(net)
+    entry = data.draw(st.sampled_from(["forward", "predict", "out", "out", "train_step", "load",
+                                       "sgd", "adam", "adam", "train_epoch"]))
+    note(f"lies {lies}, layout {layout}, entry {entry}")
+    if entry in ("forward", "predict"):
+        got = outcome(lambda: getattr(net, entry)(liar(X, lies)))
+        want = outcome(lambda: getattr(twin, entry)(np.asarray(X)))
+    elif entry == "out":
+        out = np.zeros((n, sizes[-1]), dtype=dtype)
+        if layout == "reversed":
+            out = np.zeros((n, sizes[-1]), dtype=dtype)[::-1]
+        lying = liar(out, lies)
+        got = outcome(lambda: net.predict(X, out=lying))
+        real = np.asarray(out).copy()
+        want = outcome(lambda: twin.predict(X, out=real))
+        if got[0] == want[0] == "ok":
+            np.testing.assert_array_equal(np.asarray(lying), real)
+        got, want = got[0], want[0]
+        assert got == want or got == "refused", (got, want)
+        return
+    elif entry == "train_step":
+        got = outcome(lambda: net.train_step(liar(X, lies), liar(Y, lies), 0.1))
+        want = outcome(lambda: twin.train_step(np.asarray(X), np.asarray(Y), 0.1))
+    elif entry == "load":
+        state = net.state_dict()
+        key = data.draw(st.sampled_from(sorted(state)))
+        lying = dict(state, **{key: liar(state[key], lies)})
+        got = outcome(lambda: net.load_state_dict(lying))
+        want = outcome(lambda: twin.load_state_dict(state))
+    elif entry in ("sgd", "adam"):
+        make = cmlp.SGD if entry == "sgd" else cmlp.Adam
+        kwargs = {"momentum": 0.5} if entry == "sgd" else {}
+        net.train_step(np.asarray(X, dtype=dtype), np.asarray(Y, dtype=dtype), 0.0)
+        twin.train_step(np.asarray(X, dtype=dtype), np.asarray(Y, dtype=dtype), 0.0)
+        which = data.draw(st.sampled_from(["params", "grads", "both"]))
+        p = liar(net.params, lies) if which != "grads" else net.params
+        g = liar(net.grads, lies) if which != "params" else net.grads
+
+        def step(make=make, p=p, g=g):
+            opt = make(p, g, **kwargs)
+            opt.step()
+            opt.step()
+        got = outcome(step)
+        want = outcome(lambda: step(make, twin.params, twin.grads))
+    else:
+        Xd, Yd = np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype)
+        losses = np.empty(n)
+        got = outcome(lambda: net._engine.train_epoch(liar(Xd, lies), liar(Yd, lies), None, 2,
+                                                      0.1, "mse", losses))
+        want = outcome(lambda: twin._engine.train_epoch(Xd, Yd, None, 2, 0.1, "mse", np.empty(n)))
+    if got[0] == "refused":
+        np.testing.assert_array_equal(net.params, twin.params if want[0] == "refused"
+                                      else net.params)
+        return
+    assert want[0] == "ok", (got, want)
+    if entry in ("forward", "predict"):
+        np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+    np.testing.assert_array_equal(net.params, twin.params)
+
+
+STATE_TAMPERING = {
+    "_sizes": st.one_of(st.lists(st.integers(-3, 6), max_size=5).map(tuple),
+                        st.sampled_from([None, "23", (2.5, 3), (True, 2), (2**40, 2)])),
+    "_activations": st.one_of(st.lists(st.sampled_from(ACTIVATIONS + ["bogus", ""]),
+                                       max_size=5).map(tuple),
+                              st.sampled_from([None, "sigmoid", (1, 2)])),
+    "_dtype": st.sampled_from([np.float64, np.float32, np.int32, "f8", None, "nonsense",
+                               np.dtype(">f8")]),
+    "params": st.one_of(st.sampled_from([None, 1.0, "x", [1, 2]]),
+                        st.integers(0, 40).map(lambda k: np.linspace(-1, 1, k)),
+                        st.integers(0, 40).map(lambda k: np.zeros((k, 1)))),
+}
+
+
+@given(architectures(), st.lists(st.sampled_from(sorted(STATE_TAMPERING)), min_size=1,
+                                 max_size=4, unique=True), st.data())
+def test_a_tampered_pickle_is_refused_or_gives_a_working_model(architecture, keys, data):
+    """Unpickling checks what __init__ checks: a tampered state is refused with
+    TypeError or ValueError, or makes a model as MLP(...) would make it."""
+    net = build(architecture)
+    state = net.__getstate__()
+    for key in keys:
+        state[key] = data.draw(STATE_TAMPERING[key], label=key)
+    blob = pickle.dumps(state)
+    tampered = cmlp.MLP.__new__(cmlp.MLP)
+    got = outcome(lambda: tampered.__setstate__(pickle.loads(blob)))
+    try:
+        reference = quietly(cmlp.MLP, state["_sizes"], activation=state["_activations"],
+                            dtype=state["_dtype"])
+        n_params = reference.params.shape[0]
+        params = np.asarray(state["params"])
+        valid = (params.dtype.kind in "biuf" and params.shape == (n_params,))
+    except (TypeError, ValueError):
+        valid = False
+    assert got[0] == ("ok" if valid else "refused"), (got, state)
+    if valid:
+        out = tampered.predict(np.ones((2, tampered.layer_sizes[0])))
+        assert out.shape == (2, tampered.layer_sizes[-1])
+        np.testing.assert_array_equal(tampered.params, np.asarray(state["params"],
+                                                                 dtype=tampered.dtype))
+
+
+@pytest.mark.slow  # seconds of collections at gc threshold 1; test_hostile keeps one case by default
+@pytest.mark.starts_threads
+@given(architectures(), st.sampled_from(["predict", "forward", "state_dict", "load_state_dict",
+                                         "train_step", "pickle", "save"]),
+       st.sampled_from(["finalizer", "weakref"]), st.integers(1, 3))
+def test_reentrant_finalizers_never_hang(architecture, call, kind, threshold):
+    """A finalizer that uses the model while the same thread is inside one of its
+    calls (the collector runs at any allocation) works or raises RuntimeError;
+    it never hangs (a watchdog thread would report the hang)."""
+    net = build(architecture)
+    n_in, n_out = net.layer_sizes[0], net.layer_sizes[-1]
+    state = net.state_dict()
+    uses = {
+        "predict": lambda: net.predict(np.ones((1, n_in))),
+        "forward": lambda: net.forward(np.ones((2, n_in))),
+        "state_dict": net.state_dict,
+        "load_state_dict": lambda: net.load_state_dict(state),
+        "train_step": lambda: net.train_step(np.ones((1, n_in)), np.zeros((1, n_out)), 0.0),
+        "pickle": lambda: pickle.dumps(net),
+        "save": lambda: net.save(io.BytesIO()),
+    }
+    raised = []
+
+    def use():
+        try:
+            uses[call]()
+        except RuntimeError as error:
+            assert "from inside one of its own calls" in str(error)
+            raised.append(error)
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            use()
+
+    old = gc.get_threshold()
+    finished = threading.Event()
+    watchdog = threading.Timer(60, lambda: None if finished.is_set() else
+                               os._exit(99))   # a hang must fail loudly, not stall CI
+    watchdog.daemon = True
+    watchdog.start()
+    gc.set_threshold(threshold)
+    try:
+        for n in range(2, 120):   # a new batch size: the buffers are resized under the lock
+            if kind == "finalizer":
+                Cycle()
+            else:
+                cycle = Cycle.__new__(Cycle)
+                cycle.me = cycle
+                weakref.finalize(cycle, use)
+                del cycle
+            net.forward(np.ones((n, n_in)))
+    finally:
+        gc.set_threshold(*old)
+        finished.set()
+        watchdog.cancel()
+    gc.collect()
+    assert net.predict(np.ones((1, n_in))).shape == (1, n_out)
+
+
+@pytest.mark.starts_threads
+@given(architectures(), st.lists(st.sampled_from(["state_dict", "pickle", "save", "snapshot"]),
+                                 min_size=1, max_size=4),
+       st.sampled_from(["load_state_dict", "train_step", "restore"]), st.integers(20, 80))
+def test_concurrent_snapshots_and_restores_are_whole(architecture, readers, writer, rounds):
+    """While one thread writes the parameters as a whole (loads, restores or
+    trains), every snapshot another thread takes is one of the states the
+    model passed through, never a mix."""
+    sizes, activations, dtype, seed = architecture
+    net = build(architecture)
+    X = np.linspace(-1, 1, 4 * sizes[0]).reshape(4, sizes[0])
+    Y = np.full((4, sizes[-1]), 0.25)
+    states = [net.params.copy(), build((sizes, activations, dtype, seed + 1)).params.copy()]
+    if writer == "train_step":
+        replay = copy.deepcopy(net)
+        states = [replay.params.copy()]
+        for _ in range(rounds):
+            quietly(replay.train_step, X, Y, 1e-3)
+            states.append(replay.params.copy())
+    allowed = {state.tobytes() for state in states}
+    layers = [dict(zip((k for k, _ in net.named_parameters()), values)) for values in
+              [[v for W, b in zip(*cmlp.network._layer_views(state, sizes)) for v in (W, b)]
+               for state in states[:2]]]
+    done = threading.Event()
+
+    def write():
+        for i in range(rounds):
+            if writer == "load_state_dict":
+                net.load_state_dict(layers[i % 2])
+            elif writer == "restore":
+                net._engine.restore(states[i % 2])
+            else:
+                quietly(net.train_step, X, Y, 1e-3)
+        done.set()
+
+    def flat(values):
+        return np.concatenate([np.ravel(v) for v in values])
+
+    snapshots = []
+    thread = threading.Thread(target=write)
+    thread.start()
+    while not done.is_set() or not snapshots:
+        for reader in readers:
+            if reader == "state_dict":
+                snapshots.append(flat(net.state_dict().values()))
+            elif reader == "pickle":
+                snapshots.append(pickle.loads(pickle.dumps(net)).params)
+            elif reader == "save":
+                file = io.BytesIO()
+                net.save(file)
+                file.seek(0)
+                snapshots.append(cmlp.load(file).params)
+            else:
+                snapshots.append(net._engine.snapshot())
+    thread.join()
+    torn = [i for i, s in enumerate(snapshots) if s.astype(dtype).tobytes() not in allowed]
+    assert not torn, f"{len(torn)} of {len(snapshots)} snapshots were never a state"

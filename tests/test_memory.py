@@ -131,6 +131,7 @@ def test_a_refused_call_keeps_nothing():
     assert grown < calls, f"{grown} bytes in {blocks} blocks kept by {calls} refused calls"
 
 
+@pytest.mark.slow  # 1,500 models, seconds
 def test_creating_and_dropping_models_returns_memory():
     def churn():
         for seed in range(300):

@@ -82,6 +82,7 @@ def test_float64_equals_numpy_reimplementation(loss):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.spawns_python
 def test_python_m_cmlp_prints_the_notebook():
     result = subprocess.run([sys.executable, "-m", "cmlp"], capture_output=True, text=True,
                             check=True)
@@ -104,6 +105,7 @@ def test_python_m_cmlp_prints_the_notebook():
         assert expected in lines, f"{expected!r} not printed:\n{result.stdout}"
 
 
+@pytest.mark.spawns_python
 def test_python_m_cmlp_version():
     import cmlp
     result = subprocess.run([sys.executable, "-m", "cmlp", "--version"], capture_output=True,

@@ -35,9 +35,9 @@ def route(request):
     kernel, _, variant = request.param.partition(":")
     previous_variant = _kernels._use_vector_variant(variant or _kernels.vector_variant())
     limit = 2**62 if kernel == "small_kernel" else 0
-    previous = _kernels._set_gemm_thresholds(limit, limit)
+    previous = _kernels._set_blas_min_work(limit)
     yield request.param
-    _kernels._set_gemm_thresholds(*previous)
+    _kernels._set_blas_min_work(previous)
     _kernels._use_vector_variant(previous_variant)
 
 
@@ -73,7 +73,7 @@ def test_small_kernel_sums_each_entry_in_order(variant):
     """Outside one-row dot products, the kernel adds k = 0, 1, ... in turn:
     rows of a batch give the same bits whichever block they fall in."""
     previous_variant = _kernels._use_vector_variant(variant)
-    previous = _kernels._set_gemm_thresholds(2**62, 2**62)
+    previous = _kernels._set_blas_min_work(2**62)
     try:
         net = cmlp.MLP([24, 40, 3], dtype=np.float32, seed=2)
         X = np.random.default_rng(3).standard_normal((13, 24)).astype(np.float32)
@@ -81,7 +81,7 @@ def test_small_kernel_sums_each_entry_in_order(variant):
         for i in range(12):  # two rows at least: one row takes the dot-product route
             np.testing.assert_array_equal(net.predict(X[i:i + 5])[0], together[i])
     finally:
-        _kernels._set_gemm_thresholds(*previous)
+        _kernels._set_blas_min_work(previous)
         _kernels._use_vector_variant(previous_variant)
 
 

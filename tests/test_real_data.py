@@ -9,6 +9,9 @@ import pytest
 
 import cmlp
 
+# Seconds of training each: run by `-m slow` (.ci/run does), not by default.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("sklearn")
 from sklearn.datasets import load_diabetes, load_digits  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402

@@ -2,7 +2,6 @@
 import copy
 import io
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -10,6 +9,10 @@ import pytest
 import cmlp
 import reference
 from cmlp import TrainingDivergedError
+
+# These tests fit sigmoid outputs to targets in [-1, 1] on purpose (the bits are
+# the point, not the fit): fit's warning about unreachable targets is expected.
+pytestmark = pytest.mark.filterwarnings("ignore:targets run from:UserWarning")
 
 
 def regression_data(n=50, n_in=3, n_out=2, seed=0, dtype=np.float64):
@@ -270,56 +273,11 @@ def test_an_optimizer_object_carries_its_state_over():
         twin.fit(X, Y, optimizer=opt)
 
 
-def test_one_model_is_not_fitted_from_two_threads_at_once():
-    X, Y = regression_data()
-    net = cmlp.MLP([3, 2], seed=0)
-    inside, release = threading.Event(), threading.Event()
-    errors = []
-
-    def wait_inside(epoch, history):
-        inside.set()
-        release.wait(timeout=30)
-
-    def first():
-        try:
-            net.fit(X, Y, epochs=1, callbacks=[wait_inside])
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert inside.wait(timeout=30)
-    try:
-        with pytest.raises(RuntimeError, match="two threads"):
-            net.fit(X, Y, epochs=1)
-    finally:
-        release.set()
-        thread.join()
-    assert errors == []
-    net.fit(X, Y, epochs=1)  # free again once the first fit has returned
-
-
 def test_a_callback_cannot_fit_its_own_model():
     X, Y = regression_data()
     net = cmlp.MLP([3, 2], seed=0)
     with pytest.raises(RuntimeError, match="already being trained"):
         net.fit(X, Y, epochs=1, callbacks=[lambda epoch, h: net.fit(X, Y)])
-
-
-def train_one(seed):
-    X, Y = regression_data(n=40, seed=seed)
-    net = cmlp.MLP([3, 8, 2], activation=["tanh", "identity"], seed=seed)
-    net.fit(X, Y, epochs=5, batch_size=8, optimizer="adam", lr=0.01, seed=seed)
-    return net.params
-
-
-def test_64_models_train_in_threads_as_they_do_alone():
-    joblib = pytest.importorskip("joblib")
-    alone = [train_one(seed) for seed in range(64)]
-    together = joblib.Parallel(n_jobs=4, prefer="threads")(
-        joblib.delayed(train_one)(seed) for seed in range(64))
-    for a, b in zip(alone, together):
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda net: pickle.loads(pickle.dumps(net))])

@@ -1,9 +1,7 @@
 """Bad input gets a clear exception naming what was expected; odd layouts get right answers."""
-import warnings
 
 import numpy as np
 import pytest
-from scipy.special import expit
 
 import cmlp
 
@@ -137,41 +135,3 @@ def test_empty_batch(net):
         net.train_step(np.empty((0, 3)), np.empty((0, 2)), 0.1)
     with pytest.raises(RuntimeError, match="forward"):
         net.backward(np.empty((0, 2)))
-
-
-def test_nan_input_propagates_like_numpy(net):
-    X = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0]])
-    out = net.predict(X)
-    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
-
-
-@pytest.mark.parametrize("z", [1e4, -1e4, 1e3, -1e3, 88.8, -88.8, 30.0, -30.0, 710.0, -710.0])
-def test_sigmoid_is_stable_for_extreme_inputs(dtype, z):
-    net = cmlp.MLP([1, 1], dtype=dtype)
-    net.weights[0][:] = 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        a = float(net.forward(np.array([z], dtype=dtype))[0])
-        assert a == pytest.approx(float(dtype(expit(z))), rel=1e-6, abs=1e-44)
-        net.backward(np.array([0.5]), loss="mse")
-    assert np.isfinite(net.grads).all()
-    bce = cmlp.MLP([1, 1], dtype=dtype)
-    bce.weights[0][:] = 1.0
-    a = float(bce.forward(np.array([z], dtype=dtype))[0])
-    loss = bce.backward(np.array([0.0 if z > 0 else 1.0]), loss="bce")
-    # -log(1 - sigmoid(z)) = z for large z, but torch.nn.BCELoss clamps each
-    # log at -100, and at 100 once a rounds to exactly 1 (or 0).
-    assert loss == pytest.approx(100.0 if a in (0.0, 1.0) else min(abs(z), 100.0), rel=1e-3)
-    assert np.isfinite(bce.grads).all()
-
-
-def test_softmax_cross_entropy_is_stable_for_extreme_logits(dtype):
-    net = cmlp.MLP([1, 3], activation="softmax", dtype=dtype)
-    net.weights[0][:] = [[1000.0], [0.0], [-1000.0]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        p = net.forward(np.ones(1, dtype=dtype))
-        np.testing.assert_allclose(p, [1.0, 0.0, 0.0], atol=1e-30)
-        loss = net.backward(2, loss="cross_entropy")
-    assert loss == pytest.approx(2000.0, rel=1e-6)
-    np.testing.assert_allclose(net.bias_grads[0], [1.0, 0.0, -1.0], atol=1e-30)

@@ -29,7 +29,7 @@ echo "building cmlp with $sanitize"
 mkdir "$build/src"
 cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$root/LICENSE" \
     "$build/src/"
-find "$build/src" \( -name '*.c' -o -name '*.so' \) -delete
+find "$build/src" \( -name '*.c' ! -name '_vector_*.c' -o -name '*.so' \) -delete
 # pip fetches the build requirements of pyproject.toml into an isolated
 # environment, as for any install; CFLAGS and LDFLAGS reach the compiler.
 CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
@@ -66,4 +66,11 @@ for arg in "$@"; do  # paths are taken relative to the repository
     args+=("$arg")
 done
 set -- "${args[@]}"
-"$python" -m pytest -p no:cacheprovider -q -c "$root/pyproject.toml" --rootdir "$root" "$@"
+# Two test files are left out; both are Python over the public API that the
+# other tests exercise. tests/test_plot.py: matplotlib's C++ extension aborts
+# at import when ASan is preloaded (ASan's __cxa_throw interceptor finds no
+# libstdc++ yet). tests/test_dask.py: a dask.distributed LocalCluster never
+# comes up when its worker processes inherit the preloaded runtime (the test
+# hangs; it runs in its own .ci/run step without ASan).
+"$python" -m pytest -p no:cacheprovider -q -c "$root/pyproject.toml" --rootdir "$root" \
+    --ignore="$root/tests/test_plot.py" --ignore="$root/tests/test_dask.py" "$@"

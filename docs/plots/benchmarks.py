@@ -16,8 +16,11 @@ cases = [c for c in report["cases"] if any(r["case"] == c for r in steps)]
 engines = [e for e in ENGINE_COLOURS if any(e in r["median_s"] for r in steps)]
 height = 0.8 / len(engines)
 
-fig, axes = plt.subplots(1, len(dtypes), figsize=(4.6 * len(dtypes), 1.4 + 0.75 * len(cases)),
-                         sharey=True, squeeze=False, layout="constrained")
+# One panel per dtype, stacked: about 5 inches wide, so that a phone shows the
+# labels legibly.
+fig, axes = plt.subplots(len(dtypes), 1, figsize=(5.2, (1.0 + 0.6 * len(cases)) * len(dtypes) + 0.5),
+                         sharex=True, squeeze=False, layout="constrained")
+axes = axes.T  # axes[0] runs over the dtypes, as the loops below read it
 for ax, dtype in zip(axes[0], dtypes):
     rows = {r["case"]: r for r in steps if r["dtype"] == dtype}
     for i, engine in enumerate(engines):
@@ -32,17 +35,19 @@ for ax, dtype in zip(axes[0], dtypes):
         k, floor = zip(*floors)
         ax.plot(floor, k, "k|", markersize=22, markeredgewidth=2, label="GEMM floor")
     ax.set_xscale("log")
-    ax.set_xlabel("median seconds per step (log scale)")
+    if ax is axes[0][-1]:
+        ax.set_xlabel("median seconds per step (log scale)")
     ax.set_title(f"{dtype}, 1 BLAS thread")
     ax.grid(True, axis="x", which="major", alpha=0.3)
-axes[0, 0].set_yticks(np.arange(len(cases)),
-                      [f"{c}\n{report['cases'][c]['layer_sizes']}, batch "
-                       f"{report['cases'][c]['batch_size']}" for c in cases], fontsize=8)
-axes[0, 0].invert_yaxis()
+for ax in axes[0]:
+    ax.set_yticks(np.arange(len(cases)),
+                  [f"{c}\n{report['cases'][c]['layer_sizes']}, batch "
+                   f"{report['cases'][c]['batch_size']}" for c in cases], fontsize=8)
+    ax.invert_yaxis()
 legend = {}
 for ax in axes[0]:
     for handle, label in zip(*ax.get_legend_handles_labels()):
         legend.setdefault(label, handle)
 order = [label for label in [*engines, "GEMM floor"] if label in legend]
 fig.legend([legend[label] for label in order], order, loc="outside lower center",
-           ncol=len(order), fontsize=8, frameon=False)
+           ncol=min(len(order), 3), fontsize=8, frameon=False)

@@ -69,7 +69,16 @@ def _interleave(weights, biases):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cmlp",
-        description="Run the reference notebook's 2-1-1 network with cmlp and print its numbers.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run the reference notebook's example with cmlp and print its numbers.\n\n"
+            "The network: 2 inputs, 1 hidden unit, 1 output, sigmoid on both layers, every\n"
+            "weight 0.5 and every bias 1.0; input [1, 2], target 0.4, one SGD step of lr 0.1.\n"
+            "It is run twice, as the notebook's two cells run it:\n"
+            "  PyTorch cell  float32, loss='mse' (torch.nn.MSELoss): output error 2(a - y)\n"
+            "  NumPy cell    float64, loss='half_sse' (textbook delta rule): output error a - y\n"
+            "so every gradient of the first is twice that of the second."),
+        epilog="The tutorial works through these numbers by hand: docs/tutorial.rst.")
     parser.add_argument("--version", action="version", version=f"cmlp {cmlp.__version__}")
     parser.parse_args(argv)
     pytorch_cell()

@@ -20,58 +20,70 @@ only then enters the kernels with the GIL released. No kernel allocates, and
 none is reachable with an unchecked shape.
 
 Matrix products go through a row-major ``_gemm``: a compiled small-product
-kernel (register-blocked C, in ``_vector_kernels.h``) for the layers where a
+kernel (register-blocked C, in ``_vector_kernels.c``) for the layers where a
 BLAS call costs more than the work, and ``scipy.linalg.cython_blas`` (no
-link-time BLAS dependency) beyond that. The header's kernels, and the
-element-wise passes beside them, are built for SSE2, AVX2 and AVX-512 on x86;
-import picks the widest the processor runs (:func:`vector_variant`).
+link-time BLAS dependency) beyond that. That kernel, and the
+element-wise passes beside it, are built for SSE2, AVX2 and AVX-512 on x86;
+import picks the widest the processor runs, or the one the environment
+variable ``CMLP_VECTOR_VARIANT`` names (:func:`vector_variant`).
+
+Sparse input (a CSR batch) changes the first layer alone: its product
+``X W^T`` and gradient ``delta^T X`` are kernels of their own over the
+batch's nonzeros, which are gathered and checked into CSR buffers the engine
+owns; the work buffers then hold no ``A^(0)`` (see the section "Sparse
+input" below).
 """
 from cython cimport floating
 from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
-    PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
+    PyThread_free_lock, PyThread_get_thread_ident, PyThread_release_lock, PyThread_type_lock,
 )
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from numpy.random cimport bitgen_t
 from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
 from libc.limits cimport INT_MAX
+from libc.float cimport DBL_MAX
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport daxpy, dgemm, saxpy, sgemm
 
 cimport numpy as cnp
+import os
+
 import numpy as np
 
-from cmlp._validation import as_output, as_samples, as_targets, check_learning_rate
+from cmlp._validation import (MAX_BUFFER_BYTES, as_output, as_samples, as_targets,
+                              check_architecture, check_batch_rows, check_learning_rate)
 
 cnp.import_array()
 
 # The element-wise passes and the small-product kernel, in C so that the
-# compiler vectorises them, once for each instruction set (see the header).
+# compiler vectorises them, once for each instruction set (see the header);
+# each is called through the table of the variant in use, cmlp_active.
 cdef extern from "_vector_kernels.h":
     const double CMLP_SIGMOID_RANGE_D
     const float CMLP_SIGMOID_RANGE_F
-    bint cmlp_add_bias_d(double* z, const double* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
-    bint cmlp_add_bias_f(float* z, const float* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
     double cmlp_sigmoid_d(double z) noexcept nogil
     float cmlp_sigmoid_f(float z) noexcept nogil
-    void cmlp_sigmoid_block_d(double* z, Py_ssize_t m) noexcept nogil
-    void cmlp_sigmoid_block_f(float* z, Py_ssize_t m) noexcept nogil
-    void cmlp_sigmoid_backprop_d(double* d, const double* a, Py_ssize_t count) noexcept nogil
-    void cmlp_sigmoid_backprop_f(float* d, const float* a, Py_ssize_t count) noexcept nogil
-    void cmlp_column_sums_d(const double* D, Py_ssize_t n, Py_ssize_t m, double* out) noexcept nogil
-    void cmlp_column_sums_f(const float* D, Py_ssize_t n, Py_ssize_t m, float* out) noexcept nogil
-    void cmlp_sgd_d(double* p, const double* g, double lr, Py_ssize_t count) noexcept nogil
-    void cmlp_sgd_f(float* p, const float* g, float lr, Py_ssize_t count) noexcept nogil
     const Py_ssize_t CMLP_GEMM_MAX_K
-    void cmlp_small_gemm_d(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                           const double* A, const double* B, double* C) noexcept nogil
-    void cmlp_small_gemm_f(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                           const float* A, const float* B, float* C) noexcept nogil
     ctypedef struct cmlp_vector_kernels:
         const char* name
-    const cmlp_vector_kernels cmlp_variants[]
+        bint (*add_bias_d)(double* z, const double* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
+        bint (*add_bias_f)(float* z, const float* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
+        void (*sigmoid_block_d)(double* z, Py_ssize_t m) noexcept nogil
+        void (*sigmoid_block_f)(float* z, Py_ssize_t m) noexcept nogil
+        void (*sigmoid_backprop_d)(double* d, const double* a, Py_ssize_t count) noexcept nogil
+        void (*sigmoid_backprop_f)(float* d, const float* a, Py_ssize_t count) noexcept nogil
+        void (*column_sums_d)(const double* D, Py_ssize_t n, Py_ssize_t m, double* out) noexcept nogil
+        void (*column_sums_f)(const float* D, Py_ssize_t n, Py_ssize_t m, float* out) noexcept nogil
+        void (*sgd_d)(double* p, const double* g, double lr, Py_ssize_t count) noexcept nogil
+        void (*sgd_f)(float* p, const float* g, float lr, Py_ssize_t count) noexcept nogil
+        void (*small_gemm_d)(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const double* A, const double* B, double* C) noexcept nogil
+        void (*small_gemm_f)(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const float* A, const float* B, float* C) noexcept nogil
+    const cmlp_vector_kernels* cmlp_variants[]
     const int CMLP_N_VARIANTS
     const cmlp_vector_kernels* cmlp_active
     bint cmlp_variant_runs(int v)
@@ -85,6 +97,15 @@ cdef enum:
     RELU = 3
     SOFTMAX = 4
 
+# What a pass on a sparse batch computes (_sparse_pass).
+cdef enum:
+    PREDICT = 0     # the forward pass
+    FORWARD = 1     # the forward pass, the output's logits kept (for a loss after)
+    LOSS_ONLY = 2   # forward and loss
+    GRADIENTS = 3   # forward, loss and gradients
+    TRAIN = 4       # forward, loss, gradients and the SGD update
+    BACKWARD = 5    # loss and gradients from the kept forward pass
+
 cdef enum:
     MSE = 0
     HALF_SSE = 1
@@ -96,15 +117,13 @@ ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
 LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
           "cross_entropy": CROSS_ENTROPY}
 
-# Where a product goes: below BLAS_MIN_WORK multiply-adds always to the
-# compiled small-product kernel, where a BLAS call, its checks and its packing
-# of the operands cost more than the arithmetic; below SMALL_GEMM_MAX_WORK
-# too when C has at least SMALL_GEMM_MIN_SIDE rows and columns, enough to fill
-# the kernel's blocks and repay its panel of B^T; BLAS beyond. Set for the
-# variant of the vector kernels in use (GEMM_THRESHOLDS, below).
-cdef Py_ssize_t BLAS_MIN_WORK
-cdef Py_ssize_t SMALL_GEMM_MAX_WORK
-cdef Py_ssize_t SMALL_GEMM_MIN_SIDE = 16
+# Where a product goes: below BLAS_MIN_WORK multiply-adds to the compiled
+# small-product kernel, where a BLAS call, its checks and its packing of the
+# operands cost more than the arithmetic; to BLAS beyond. One threshold for
+# every variant of the vector kernels, so that a product takes the same route,
+# and gives the same bits, on every processor (benchmarks/blas_threshold.py
+# measures the choice under each variant).
+cdef Py_ssize_t BLAS_MIN_WORK = 2048
 # Rows of at most this many entries are gathered by a loop, longer ones by memcpy.
 cdef Py_ssize_t SHORT_ROW = 32
 # From this many entries an SGD update goes to BLAS's axpy (see _sgd).
@@ -112,8 +131,6 @@ cdef Py_ssize_t SGD_BLAS_MIN = 65536
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
-# The same, for the documentation's tests: the guides quote it.
-GIL_RELEASE_MIN_WORK = GIL_MIN_WORK
 # PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
 # large finite loss instead of inf; we do the same to give the same numbers.
 cdef double BCE_LOG_FLOOR = -100.0
@@ -177,16 +194,13 @@ cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize
     if _blas_pays(M, N, K):
         _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
     elif floating is float:
-        cmlp_small_gemm_f(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+        cmlp_active.small_gemm_f(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
     else:
-        cmlp_small_gemm_d(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
+        cmlp_active.small_gemm_d(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
 
 
 cdef inline bint _blas_pays(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
-    cdef Py_ssize_t work = M * N * K
-    if K > CMLP_GEMM_MAX_K or work >= SMALL_GEMM_MAX_WORK:
-        return True
-    return work >= BLAS_MIN_WORK and (M < SMALL_GEMM_MIN_SIDE or N < SMALL_GEMM_MIN_SIDE)
+    return K > CMLP_GEMM_MAX_K or M * N * K >= BLAS_MIN_WORK
 
 
 cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -244,16 +258,16 @@ cdef void _add_bias_and_sigmoid(floating[::1] Z, Py_ssize_t z0, floating[::1] pa
     cdef bint in_range
     cdef floating limit
     if floating is float:
-        in_range = cmlp_add_bias_f(&Z[z0], &params[b0], n, m)
+        in_range = cmlp_active.add_bias_f(&Z[z0], &params[b0], n, m)
         limit = CMLP_SIGMOID_RANGE_F
     else:
-        in_range = cmlp_add_bias_d(&Z[z0], &params[b0], n, m)
+        in_range = cmlp_active.add_bias_d(&Z[z0], &params[b0], n, m)
         limit = CMLP_SIGMOID_RANGE_D
     if in_range:
         if floating is float:
-            cmlp_sigmoid_block_f(&Z[z0], n * m)
+            cmlp_active.sigmoid_block_f(&Z[z0], n * m)
         else:
-            cmlp_sigmoid_block_d(&Z[z0], n * m)
+            cmlp_active.sigmoid_block_d(&Z[z0], n * m)
         return
     for j in range(z0, z0 + n * m):
         if not (Z[j] <= limit and Z[j] >= -limit):
@@ -293,9 +307,9 @@ cdef void _backprop_activation(int code, floating[::1] A, Py_ssize_t a0,
         return
     if code == SIGMOID:
         if floating is float:
-            cmlp_sigmoid_backprop_f(&D[d0], &A[a0], s)
+            cmlp_active.sigmoid_backprop_f(&D[d0], &A[a0], s)
         else:
-            cmlp_sigmoid_backprop_d(&D[d0], &A[a0], s)
+            cmlp_active.sigmoid_backprop_d(&D[d0], &A[a0], s)
     elif code == TANH:
         for i in range(s):
             a = A[a0 + i]
@@ -326,23 +340,41 @@ cdef void _forward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t
     into Z (n, k): cross-entropy needs z itself for its log-sum-exp, as
     softmax(z) may have underflowed to 0.
     """
-    cdef Py_ssize_t L = codes.shape[0], l, i, n_in, n_out
-    cdef Py_ssize_t w0 = 0, a_prev = 0, a_next
-    for l in range(L):
+    _forward_from(sizes, codes, n, params, A, Z, keep_logits, 0, 0, 0)
+
+
+cdef void _forward_from(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                        floating[::1] params, floating[::1] A, floating[::1] Z,
+                        bint keep_logits, Py_ssize_t first, Py_ssize_t w0,
+                        Py_ssize_t a_prev) noexcept nogil:
+    """The layers from first on: layer first's input at A[a_prev], its
+    weights at params[w0]; each output follows its input in A."""
+    cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
+    cdef Py_ssize_t a_next
+    for l in range(first, L):
         n_in = sizes[l]
         n_out = sizes[l + 1]
         a_next = a_prev + n * n_in
         # Z = A_prev W^T + b ; A = f(Z)
         _gemm(False, True, n, n_out, n_in, A, a_prev, params, w0, A, a_next)
-        if keep_logits and l == L - 1:
-            _add_bias_and_activate(IDENTITY, A, a_next, params, w0 + n_out * n_in, n, n_out)
-            memcpy(&Z[0], &A[a_next], n * n_out * sizeof(floating))
-            for i in range(n):
-                _softmax_row(A, a_next + i * n_out, n_out)
-        else:
-            _add_bias_and_activate(codes[l], A, a_next, params, w0 + n_out * n_in, n, n_out)
+        _finish_layer(codes, l, n, n_out, params, w0 + n_out * n_in, A, a_next, Z, keep_logits)
         w0 += n_out * (n_in + 1)
         a_prev = a_next
+
+
+cdef inline void _finish_layer(const int[::1] codes, Py_ssize_t l, Py_ssize_t n, Py_ssize_t n_out,
+                               floating[::1] params, Py_ssize_t b0, floating[::1] A,
+                               Py_ssize_t a0, floating[::1] Z, bint keep_logits) noexcept nogil:
+    """INOUT A[a0:] (n, n_out): the product of layer l -> its activation,
+    the bias added; the output layer's z kept in Z with keep_logits."""
+    cdef Py_ssize_t i
+    if keep_logits and l == codes.shape[0] - 1:
+        _add_bias_and_activate(IDENTITY, A, a0, params, b0, n, n_out)
+        memcpy(&Z[0], &A[a0], n * n_out * sizeof(floating))
+        for i in range(n):
+            _softmax_row(A, a0 + i * n_out, n_out)
+    else:
+        _add_bias_and_activate(codes[l], A, a0, params, b0, n, n_out)
 
 
 cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
@@ -418,10 +450,20 @@ cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_
     at once, while its gradient is still in cache: W has served delta_prev
     already, and no other layer reads it. The numbers are those of _sgd after.
     """
+    _backward_down_to(sizes, codes, n, params, grads, A, D, update, lr, 0)
+
+
+cdef void _backward_down_to(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                            floating[::1] params, floating[::1] grads, floating[::1] A,
+                            floating[::1] D, bint update, floating lr,
+                            Py_ssize_t last) noexcept nogil:
+    """_backward for the layers from the output down to layer last: the
+    offsets counted back from the ends of params, A and D, so A may begin
+    with A^(last) (a sparse input is not in A)."""
     cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
     cdef Py_ssize_t w0 = params.shape[0], a_prev = A.shape[0], d0 = D.shape[0]
     a_prev -= n * sizes[L]
-    for l in range(L - 1, -1, -1):
+    for l in range(L - 1, last - 1, -1):
         n_in = sizes[l]
         n_out = sizes[l + 1]
         w0 -= n_out * (n_in + 1)
@@ -444,9 +486,9 @@ cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t 
         for j in range(m):
             out[o0 + j] = 0
     elif floating is float:
-        cmlp_column_sums_f(&D[d0], n, m, &out[o0])
+        cmlp_active.column_sums_f(&D[d0], n, m, &out[o0])
     else:
-        cmlp_column_sums_d(&D[d0], n, m, &out[o0])
+        cmlp_active.column_sums_d(&D[d0], n, m, &out[o0])
 
 
 cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
@@ -464,9 +506,9 @@ cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
         else:
             daxpy(&count, &step, <double*>&grads[start], &one, &params[start], &one)
     elif floating is float:
-        cmlp_sgd_f(&params[start], &grads[start], lr, stop - start)
+        cmlp_active.sgd_f(&params[start], &grads[start], lr, stop - start)
     else:
-        cmlp_sgd_d(&params[start], &grads[start], lr, stop - start)
+        cmlp_active.sgd_d(&params[start], &grads[start], lr, stop - start)
 
 
 cdef void _sgd_by_layer(const Py_ssize_t[::1] sizes, floating[::1] params,
@@ -478,6 +520,21 @@ cdef void _sgd_by_layer(const Py_ssize_t[::1] sizes, floating[::1] params,
         stop = start + sizes[l + 1] * (sizes[l] + 1)
         _sgd(params, grads, lr, start, stop)
         start = stop
+
+
+cdef double _add_weight_penalty(const Py_ssize_t[::1] sizes, const floating[::1] params,
+                                floating[::1] grads, floating scale) noexcept nogil:
+    """INOUT the gradient of every weight matrix += scale * W (the biases' are
+    left as they are); returns sum(W**2) over the weights, in double."""
+    cdef Py_ssize_t l, i, start = 0, stop
+    cdef double squares = 0
+    for l in range(sizes.shape[0] - 1):
+        stop = start + sizes[l + 1] * sizes[l]
+        for i in range(start, stop):
+            squares += <double>params[i] * <double>params[i]
+            grads[i] += scale * params[i]
+        start = stop + sizes[l + 1]   # past the layer's biases
+    return squares
 
 
 cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
@@ -508,6 +565,43 @@ cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes
     cdef double value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
     _backward(sizes, codes, n, params, grads, A, D, False, 0)
     return value
+
+
+cdef double _weighted_loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                                        Py_ssize_t n, floating[::1] params,
+                                        floating[::1] grads, floating[::1] A,
+                                        floating[::1] D, floating[::1] Z,
+                                        const floating[::1] Y, const double[::1] w,
+                                        int loss) noexcept nogil:
+    """The sample-weighted mean loss, sum_i w_i L_i / sum_i w_i, and its gradients.
+
+    L_i is sample i's loss as _output_delta gives it for a batch of one; each
+    row's delta is then scaled by w_i / sum(w), which puts the weighted mean's
+    1/sum(w) inside the deltas as the unweighted mean puts its 1/n there.
+    A batch whose weights sum to 0 has loss 0 and zero gradients.
+    """
+    cdef double total = _weighted_output_delta(sizes, codes, n, A, D, Z, Y, w, loss)
+    _backward(sizes, codes, n, params, grads, A, D, False, 0)
+    return total
+
+
+cdef double _weighted_output_delta(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                                   Py_ssize_t n, floating[::1] A, floating[::1] D,
+                                   floating[::1] Z, const floating[::1] Y,
+                                   const double[::1] w, int loss) noexcept nogil:
+    """The weighted mean loss; OUT the output delta, each row scaled by w_i / sum(w)."""
+    cdef Py_ssize_t L = codes.shape[0], k = sizes[L], i, j
+    cdef Py_ssize_t a0 = A.shape[0] - n * k, d0 = D.shape[0] - n * k
+    cdef double weight_sum = 0, total = 0, share
+    for i in range(n):
+        weight_sum += w[i]
+    for i in range(n):
+        share = w[i] / weight_sum if weight_sum > 0 else 0.0
+        total += share * _output_delta(loss, A, a0 + i * k, Y[i * k:], D, d0 + i * k,
+                                       Z[i * k:], codes[L - 1], 1, k)
+        for j in range(k):
+            D[d0 + i * k + j] = <floating>(share * D[d0 + i * k + j])
+    return total
 
 
 # ---------------------------------------------------------------------------
@@ -644,6 +738,281 @@ cdef Py_ssize_t _epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
     return batch
 
 
+# ---------------------------------------------------------------------------
+# Sparse input: the first layer's product and gradient from a CSR batch
+# ---------------------------------------------------------------------------
+#
+# A batch of sparse samples is held in CSR form in buffers of the engine's
+# own (_CSRBuffer): data, column indices (int32: a layer is at most
+# MAX_BLAS_SIZE wide), and the batch's row pointers, from 0. It is gathered
+# from the data set by _gather_csr, which checks every row range and every
+# column index as it copies them; the kernels after it read only checked,
+# owned memory. The input is not in A: the work buffers of a sparse pass are
+# laid out as a dense pass's would be with no A^(0), A^(1) at the front.
+
+cdef bint _gather_csr(const floating[::1] data, const int[::1] indices,
+                      const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] order,
+                      Py_ssize_t start, Py_ssize_t m, Py_ssize_t n_in,
+                      floating[::1] bdata, int[::1] bindices,
+                      Py_ssize_t[::1] bindptr) noexcept nogil:
+    """OUT the batch CSR (bdata, bindices, bindptr[0..m]): rows order[start ..
+    start+m-1] of the data set (start .. start+m-1 when order is empty).
+    False, the batch unfinished, at a row outside the data set, a row range
+    not within [0, nnz] and increasing, a column outside [0, n_in), or more
+    nonzeros than the buffers hold: the caller checked them, but another
+    thread may write into the arrays."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = min(data.shape[0], indices.shape[0])
+    cdef Py_ssize_t room = min(bdata.shape[0], bindices.shape[0])
+    cdef Py_ssize_t i, k, row, lo, hi, total = 0
+    cdef int col
+    if bindptr.shape[0] < m + 1 or (order.shape[0] != 0 and order.shape[0] < start + m):
+        return False
+    bindptr[0] = 0
+    for i in range(m):
+        row = start + i if order.shape[0] == 0 else order[start + i]
+        if row < 0 or row >= n:
+            return False
+        lo = indptr[row]
+        hi = indptr[row + 1]
+        if lo < 0 or hi < lo or hi > nnz or hi - lo > room - total:
+            return False
+        for k in range(lo, hi):
+            col = indices[k]
+            if col < 0 or col >= n_in:
+                return False
+            bindices[total] = col
+            bdata[total] = data[k]
+            total += 1
+        bindptr[i + 1] = total
+    return True
+
+
+cdef bint _gather_rows(const floating[:, ::1] Y, const Py_ssize_t[::1] order, Py_ssize_t start,
+                       Py_ssize_t m, floating[::1] T) noexcept nogil:
+    """OUT T: rows order[start .. start+m-1] of Y (start .. when order is
+    empty), False at a row outside Y."""
+    cdef Py_ssize_t n = Y.shape[0], k = Y.shape[1], i, row
+    if T.shape[0] < m * k or (order.shape[0] != 0 and order.shape[0] < start + m):
+        return False
+    for i in range(m):
+        row = start + i if order.shape[0] == 0 else order[start + i]
+        if row < 0 or row >= n:
+            return False
+        _copy_row(&T[i * k], &Y[row, 0], k)
+    return True
+
+
+cdef void _csr_product(const floating[::1] data, const int[::1] indices,
+                       const Py_ssize_t[::1] indptr, Py_ssize_t n, Py_ssize_t n_in,
+                       Py_ssize_t n_out, const floating[::1] params,
+                       floating[::1] A) noexcept nogil:
+    """OUT A[0:n*n_out] = X W^T: X the checked CSR batch (n rows), W the first
+    (n_out, n_in) block of params. Unit by unit: the row of W of a unit stays
+    in cache while every nonzero of the batch reads from it."""
+    cdef Py_ssize_t o, i, k, w
+    cdef floating total
+    for o in range(n_out):
+        w = o * n_in
+        for i in range(n):
+            total = 0
+            for k in range(indptr[i], indptr[i + 1]):
+                total = total + data[k] * params[w + indices[k]]
+            A[i * n_out + o] = total
+
+
+cdef void _csr_gradient(const floating[::1] data, const int[::1] indices,
+                        const Py_ssize_t[::1] indptr, Py_ssize_t n, Py_ssize_t n_in,
+                        Py_ssize_t n_out, const floating[::1] D,
+                        floating[::1] grads) noexcept nogil:
+    """OUT grads[0:n_out*n_in] = delta^T X: delta (n, n_out) at the front of
+    D, scattered into the zeroed gradient of W, a unit's row at a time."""
+    cdef Py_ssize_t o, i, j, k, w
+    cdef floating d
+    for o in range(n_out):
+        w = o * n_in
+        for j in range(w, w + n_in):
+            grads[j] = 0
+        for i in range(n):
+            d = D[i * n_out + o]
+            for k in range(indptr[i], indptr[i + 1]):
+                grads[w + indices[k]] += d * data[k]
+
+
+cdef void _forward_sparse(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                          floating[::1] params, floating[::1] A, floating[::1] Z,
+                          bint keep_logits, const floating[::1] data, const int[::1] indices,
+                          const Py_ssize_t[::1] indptr) noexcept nogil:
+    """_forward with the input the CSR batch: OUT A^(1) .. A^(L), A^(1) at A[0]."""
+    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[1]
+    _csr_product(data, indices, indptr, n, n_in, n_out, params, A)
+    _finish_layer(codes, 0, n, n_out, params, n_out * n_in, A, 0, Z, keep_logits)
+    _forward_from(sizes, codes, n, params, A, Z, keep_logits, 1, n_out * (n_in + 1), 0)
+
+
+cdef void _backward_sparse(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                           floating[::1] params, floating[::1] grads, floating[::1] A,
+                           floating[::1] D, bint update, floating lr,
+                           const floating[::1] data, const int[::1] indices,
+                           const Py_ssize_t[::1] indptr) noexcept nogil:
+    """_backward after _forward_sparse: the layers above the first as dense,
+    then the first layer's gradient from the CSR batch (no input delta)."""
+    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[1]
+    _backward_down_to(sizes, codes, n, params, grads, A, D, update, lr, 1)
+    _csr_gradient(data, indices, indptr, n, n_in, n_out, D, grads)
+    _column_sums(D, 0, n, n_out, grads, n_out * n_in)
+    if update:
+        _sgd(params, grads, lr, 0, n_out * (n_in + 1))
+
+
+cdef double _sparse_pass(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
+                         floating[::1] params, floating[::1] grads, floating[::1] A,
+                         floating[::1] D, floating[::1] Z, const floating[::1] Y,
+                         const double[::1] w, bint weighted, int loss, int mode, floating lr,
+                         const floating[::1] data, const int[::1] indices,
+                         const Py_ssize_t[::1] indptr) noexcept nogil:
+    """One pass on a CSR batch, as the mode names it (PREDICT and FORWARD
+    return 0); GRADIENTS and BACKWARD with weighted are those of the
+    w-weighted mean loss."""
+    cdef bint logits = codes[codes.shape[0] - 1] == SOFTMAX and mode != PREDICT
+    cdef double value
+    if mode != BACKWARD:
+        _forward_sparse(sizes, codes, n, params, A, Z, logits, data, indices, indptr)
+    if mode == PREDICT or mode == FORWARD:
+        return 0
+    if weighted and (mode == GRADIENTS or mode == BACKWARD):
+        value = _weighted_output_delta(sizes, codes, n, A, D, Z, Y, w, loss)
+    else:
+        value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
+    if mode != LOSS_ONLY:
+        _backward_sparse(sizes, codes, n, params, grads, A, D, mode == TRAIN, lr,
+                         data, indices, indptr)
+    return value
+
+
+cdef Py_ssize_t _sparse_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                              floating[::1] params, floating[::1] grads,
+                              floating[::1] storage, const floating[::1] data,
+                              const int[::1] indices, const Py_ssize_t[::1] indptr,
+                              const floating[:, ::1] Y, const Py_ssize_t[::1] order,
+                              Py_ssize_t batch_size, int loss, bint train, floating lr,
+                              double[::1] losses, floating[::1] bdata, int[::1] bindices,
+                              Py_ssize_t[::1] bindptr, bint* bad_row) noexcept nogil:
+    """_epoch for a CSR data set (data, indices, indptr; Y its targets): each
+    batch gathered into the batch CSR buffers and the targets' buffer, then
+    _sparse_pass (TRAIN, or LOSS_ONLY without train). Stops, setting bad_row,
+    before a batch that cannot be gathered."""
+    cdef Py_ssize_t L = codes.shape[0], n = Y.shape[0], k = sizes[L], width_sum = 0, l
+    cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
+    cdef Py_ssize_t ends[4]
+    cdef bint logits = codes[L - 1] == SOFTMAX
+    cdef floating[::1] A, D, Z, T
+    cdef double value
+    for l in range(1, L + 1):
+        width_sum += sizes[l]
+    while start < n:
+        m = min(batch_size, n - start)
+        if m != m_views:
+            _work_bounds(m, width_sum, 0, k, logits, ends)
+            A = storage[:ends[0]]
+            D = storage[ends[0]:ends[1]]
+            Z = storage[ends[1]:ends[2]]
+            T = storage[ends[2]:ends[3]]
+            m_views = m
+        if not (_gather_csr(data, indices, indptr, order, start, m, sizes[0],
+                            bdata, bindices, bindptr)
+                and _gather_rows(Y, order, start, m, T)):
+            bad_row[0] = True
+            break
+        value = _sparse_pass(sizes, codes, m, params, grads, A, D, Z, T, losses, False, loss,
+                             TRAIN if train else LOSS_ONLY, lr, bdata, bindices, bindptr)
+        losses[batch] = value
+        batch += 1
+        start += m
+        if train and not isfinite(value):
+            break
+    return batch
+
+
+cdef Py_ssize_t _csr_batch_nonzeros(const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] order,
+                                    Py_ssize_t start, Py_ssize_t stop, Py_ssize_t batch_size,
+                                    Py_ssize_t nnz) noexcept:
+    """The most nonzeros of any batch of batch_size rows (order[start:stop],
+    or start .. stop-1 when order is empty), or -1 at a row outside the data
+    set or a row range not within [0, nnz] and increasing."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, most = 0, total, i, end, row, lo, hi
+    if order.shape[0] != 0 and order.shape[0] < stop:
+        return -1
+    while start < stop:
+        end = min(start + batch_size, stop)
+        total = 0
+        for i in range(start, end):
+            row = i if order.shape[0] == 0 else order[i]
+            if row < 0 or row >= n:
+                return -1
+            lo = indptr[row]
+            hi = indptr[row + 1]
+            if lo < 0 or hi < lo or hi > nnz:
+                return -1
+            total += hi - lo
+        most = max(most, total)
+        start = end
+    return most
+
+
+cdef class _CSRBuffer:
+    """The CSR buffers of one sparse batch, owned by an Engine: they only grow."""
+    cdef object data, indices, indptr
+    cdef double[::1] d64
+    cdef float[::1] d32
+    cdef int[::1] ind
+    cdef Py_ssize_t[::1] ptr
+    cdef Py_ssize_t rows, nnz   # the batch held now
+
+    cdef int reserve(self, object dtype, Py_ssize_t nnz, Py_ssize_t rows) except -1:
+        """Room for a batch of rows rows and nnz nonzeros."""
+        if self.data is None or nnz > cnp.PyArray_DIM(self.data, 0):
+            nnz = max(nnz, 1)
+            self.data = _aligned_zeros(nnz, dtype)
+            self.indices = np.zeros(nnz, dtype=np.intc)
+            self.ind = self.indices
+            if dtype == np.float64:
+                self.d64 = self.data
+            else:
+                self.d32 = self.data
+        if self.indptr is None or rows + 1 > cnp.PyArray_DIM(self.indptr, 0):
+            self.indptr = np.zeros(rows + 1, dtype=np.intp)
+            self.ptr = self.indptr
+        return 0
+
+    cdef object copies(self):
+        """(data, indices, indptr) of the batch held, as new arrays."""
+        return (self.data[:self.nnz].copy(), self.indices[:self.nnz].copy(),
+                self.indptr[:self.rows + 1].copy())
+
+    cdef bint shares_memory(self, object array):
+        return any(np.may_share_memory(array, buffer)
+                   for buffer in (self.data, self.indices, self.indptr) if buffer is not None)
+
+
+cdef bint _predictions_finite(const Py_ssize_t[::1] sizes, const int[::1] codes,
+                              floating[::1] params, floating[::1] P, floating[::1] Z,
+                              const floating[:, ::1] X, Py_ssize_t batch_size) noexcept nogil:
+    """Whether the forward pass gives a finite output for every row of X, taken
+    batch_size rows at a time through P (room for batch_size samples)."""
+    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], n_in = X.shape[1], k = sizes[L]
+    cdef Py_ssize_t width_sum = 0, start = 0, m, l
+    for l in range(L + 1):
+        width_sum += sizes[l]
+    while start < n:
+        m = min(batch_size, n - start)
+        memcpy(&P[0], &X[start, 0], m * n_in * sizeof(floating))
+        _forward(sizes, codes, m, params, P, Z, False)
+        if not _all_finite(P[m * (width_sum - k):m * width_sum]):
+            return False
+        start += m
+    return True
+
+
 cdef bint _all_finite(const floating[::1] v) noexcept nogil:
     """Whether no entry of v is NaN or infinite: x - x is 0 for every finite x
     and NaN otherwise, a test without branches that the compiler vectorises."""
@@ -655,6 +1024,21 @@ cdef bint _all_finite(const floating[::1] v) noexcept nogil:
     return finite
 
 
+cdef object _check_weights(object weights, Py_ssize_t n):
+    """weights as a float64, C-contiguous array of n finite values >= 0, else
+    ValueError; checked by one loop, without the temporaries of NumPy's tests
+    (a weighted fit checks every batch's weights)."""
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"weights must hold one value per sample ({n}), got shape {w.shape}")
+    cdef const double[::1] view = w
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not (0 <= view[i] <= DBL_MAX):   # false for NaN too
+            raise ValueError("weights must be finite and >= 0")
+    return w
+
+
 cdef object _check_order(object order, Py_ssize_t n):
     """order as _epoch reads it: n indices in [0, n), intp, C-contiguous."""
     cdef Py_ssize_t bad
@@ -663,6 +1047,7 @@ cdef object _check_order(object order, Py_ssize_t n):
     if not cnp.PyArray_Check(order) or cnp.PyArray_TYPE(order) != cnp.NPY_INTP:
         got = order.dtype if cnp.PyArray_Check(order) else type(order).__name__
         raise TypeError(f"order must be None or a numpy array of dtype intp, got {got}")
+    order = np.asarray(order)   # the base class: nothing a subclass overrides is used
     if cnp.PyArray_NDIM(order) != 1 or cnp.PyArray_DIM(order, 0) != n:
         raise ValueError(f"order must hold one index per sample, shape ({n},), "
                          f"got {order.shape}")
@@ -711,8 +1096,8 @@ cdef object _aligned_zeros(Py_ssize_t count, dtype):
     cdef Py_ssize_t nbytes = count * np.dtype(dtype).itemsize
     cdef cnp.ndarray raw = np.zeros(nbytes + BUFFER_ALIGNMENT, dtype=np.uint8)
     cdef size_t address = <size_t>cnp.PyArray_DATA(raw)
-    cdef Py_ssize_t start = <Py_ssize_t>((BUFFER_ALIGNMENT - address % BUFFER_ALIGNMENT)
-                                          % BUFFER_ALIGNMENT)
+    cdef Py_ssize_t start = <Py_ssize_t>(
+        (BUFFER_ALIGNMENT - address % BUFFER_ALIGNMENT) % BUFFER_ALIGNMENT)
     return raw[start:start + nbytes].view(dtype)
 
 
@@ -726,7 +1111,12 @@ cdef class Engine:
     the GIL released (for every pass of at least GIL_MIN_WORK multiply-adds;
     a smaller one is over before another thread could have used the GIL). A
     lock makes concurrent calls on one Engine take turns, so threads sharing a
-    model never see half-updated buffers.
+    model never see half-updated buffers; a call from the thread that holds
+    it (a finalizer run by the collector inside a call) raises RuntimeError
+    rather than wait for itself. Every size, dtype and flag a kernel relies
+    on is read from the arrays' own structs or typed memoryviews, never from
+    attributes an ndarray subclass can override; the arguments of __init__
+    are checked here too, as this class is reachable from Python.
 
     Inputs that are already what the kernels read (an ndarray of the
     network's dtype, C-contiguous, aligned, native byte order, of an accepted
@@ -735,14 +1125,16 @@ cdef class Engine:
     door is what keeps a one-sample step of a tiny network under a microsecond.
     """
     cdef readonly object dtype
-    cdef readonly object params, grads
-    cdef readonly object activations_buffer, deltas_buffer
+    cdef object _params, _grads                  # the engine's own arrays, never handed out
+    cdef object _params_view, _grads_view        # what params and grads hand out
+    cdef object _activations, _deltas            # work buffers of the current batch size
     cdef readonly Py_ssize_t batch_size
     cdef readonly bint has_forward
     cdef bint _single   # the last kept forward pass was given one sample, 1-D
     cdef object _logits_buffer, _targets_buffer, _predict_buffer
     cdef object _storage, _predict_storage   # the allocations behind the work buffers
-    cdef Py_ssize_t _capacity, _predict_capacity   # samples each storage has room for
+    cdef bint _sparse_layout, _predict_sparse   # the work (predict) buffers have no A^(0)
+    cdef _CSRBuffer _kept_csr, _predict_csr   # the sparse batch of a kept pass, of predict
     cdef Py_ssize_t _predict_size   # samples the predict buffer holds
     cdef dict _loss_codes           # the losses the output layer admits: name -> code
     cdef Py_ssize_t[::1] _sizes
@@ -750,43 +1142,99 @@ cdef class Engine:
     cdef int _typenum, _last_code
     cdef bint _double
     cdef Py_ssize_t _n_in, _n_out, _width_sum
-    cdef Py_ssize_t _work_per_sample  # multiply-adds of one sample's forward pass
+    cdef Py_ssize_t _gil_min_batch    # from this many samples a pass releases the GIL
+    cdef Py_ssize_t _max_batch        # the most samples whose work buffers can be addressed
     cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
     cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
+    cdef unsigned long _owner   # the thread holding _lock, 0 when none does
+    cdef bint _started          # __init__ has begun: an Engine is initialised once
+    cdef bint _ready            # __init__ has ended: every buffer and view is in place
 
-    def __cinit__(self, sizes, codes, dtype):
+    def __cinit__(self, *args, **kwargs):
         self._lock = PyThread_allocate_lock()
         if self._lock == NULL:
             raise MemoryError("could not allocate a lock")
 
     def __init__(self, sizes, codes, dtype):
-        """Engine(sizes, codes, dtype): sizes and activation codes already checked."""
+        """Engine(sizes, codes, dtype): checked here too, as anything reachable from Python.
+
+        An Engine is initialised once: a second __init__ would swap the
+        buffers under a kernel that another thread is running.
+        """
+        if self._started:
+            raise RuntimeError("an Engine is initialised once; build a new one")
+        self._started = True
+        try:
+            self._setup(sizes, codes, dtype)
+        except BaseException:
+            self._started = False
+            raise
+        self._ready = True
+
+    cdef _setup(self, sizes, codes, dtype):
+        sizes, codes, dtype, n_params = check_architecture(sizes, codes, dtype,
+                                                           set(ACTIVATIONS.values()))
         self._sizes = np.array(sizes, dtype=np.intp)
         self._codes = np.array(codes, dtype=np.intc)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype
         self._double = self.dtype == np.float64
         self._typenum = self.dtype.num
-        self._n_in = self._sizes[0]
-        self._n_out = self._sizes[self._sizes.shape[0] - 1]
-        self._last_code = self._codes[self._codes.shape[0] - 1]
-        self._width_sum = int(np.sum(self._sizes))
+        self._n_in = sizes[0]
+        self._n_out = sizes[len(sizes) - 1]
+        self._last_code = codes[len(codes) - 1]
+        self._width_sum = sum(sizes)
         self._loss_codes = {name: code for name, code in LOSSES.items()
                             if (code != BCE or self._last_code == SIGMOID)
                             and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
-        sizes_list = [int(s) for s in sizes]
-        n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes_list, sizes_list[1:]))
-        self._work_per_sample = n_params
-        self.params = _aligned_zeros(n_params, self.dtype)
-        self.grads = _aligned_zeros(n_params, self.dtype)
+        # n_params multiply-adds per sample: the GIL is released for a pass of
+        # at least GIL_MIN_WORK of them (a count of samples, which cannot overflow).
+        gil_min_work = GIL_MIN_WORK
+        self._gil_min_batch = max(1, -(-gil_min_work // n_params))
+        # A, D, Z and the targets of one sample, in entries; the storage of a
+        # batch must stay addressable (check_architecture keeps this >= 1).
+        self._max_batch = MAX_BUFFER_BYTES // (
+            (2 * self._width_sum + 2 * self._n_out) * self.dtype.itemsize)
+        self._params = _aligned_zeros(n_params, self.dtype)
+        self._grads = _aligned_zeros(n_params, self.dtype)
+        self._params_view = self._params.view()
+        self._grads_view = self._grads.view()
         if self._double:
-            self._p64 = self.params
-            self._g64 = self.grads
+            self._p64 = self._params
+            self._g64 = self._grads
         else:
-            self._p32 = self.params
-            self._g32 = self.grads
+            self._p32 = self._params
+            self._g32 = self._grads
+        self._kept_csr = _CSRBuffer()
+        self._predict_csr = _CSRBuffer()
         self._resize(0)
         self._resize_predict(0)
+
+    @property
+    def params(self):
+        """A view of the flat parameter buffer (reshaping it leaves the engine's own array be)."""
+        return self._params_view
+
+    @property
+    def grads(self):
+        """A view of the flat gradient buffer."""
+        return self._grads_view
+
+    def buffer_views(self):
+        """New 1-D views of params and grads, for an optimizer built by name: views
+        handed out before may have been reshaped by whoever holds them."""
+        self._check_ready()
+        return self._params.view(), self._grads.view()
+
+    @property
+    def activations_buffer(self):
+        """A view of the activations of the current batch size (A^(0) .. A^(L), flat)."""
+        return None if self._activations is None else self._activations.view()
+
+    @property
+    def deltas_buffer(self):
+        """A view of the deltas of the current batch size (flat)."""
+        return None if self._deltas is None else self._deltas.view()
 
     def __dealloc__(self):
         if self._lock != NULL:
@@ -794,48 +1242,63 @@ cdef class Engine:
 
     # -- buffers --------------------------------------------------------------
 
-    cdef _resize(self, Py_ssize_t n):
-        """Size the work buffers for batches of n samples.
+    cdef _resize(self, Py_ssize_t n, bint sparse=False):
+        """Size the work buffers for batches of n samples (sparse: without
+        A^(0), the input being a CSR batch of its own buffers).
 
         The storage behind them only grows: a smaller batch (the last, partial
         one of an epoch) uses the front of it, so alternating batch sizes cost
         four array views, never a new buffer.
         """
         cdef Py_ssize_t ends[4]
-        _check_batch_size(n)
-        _work_bounds(n, self._width_sum, self._n_in, self._n_out, self._last_code == SOFTMAX, ends)
-        if self._storage is None or n > self._capacity:
+        cdef Py_ssize_t n_in = 0 if sparse else self._n_in
+        check_batch_rows(n)
+        self._check_addressable(n)
+        _work_bounds(n, self._width_sum - self._n_in + n_in, n_in, self._n_out,
+                     self._last_code == SOFTMAX, ends)
+        if self._storage is None or ends[3] > cnp.PyArray_DIM(self._storage, 0):
             self._storage = _aligned_zeros(ends[3], self.dtype)
-            self._capacity = n
-        self.activations_buffer = self._storage[:ends[0]]
-        self.deltas_buffer = self._storage[ends[0]:ends[1]]
+        self._activations = self._storage[:ends[0]]
+        self._deltas = self._storage[ends[0]:ends[1]]
         self._logits_buffer = self._storage[ends[1]:ends[2]]
         self._targets_buffer = self._storage[ends[2]:ends[3]]
         if self._double:
-            self._A64 = self.activations_buffer
-            self._D64 = self.deltas_buffer
+            self._A64 = self._activations
+            self._D64 = self._deltas
             self._Z64 = self._logits_buffer
             self._Y64 = self._targets_buffer
         else:
-            self._A32 = self.activations_buffer
-            self._D32 = self.deltas_buffer
+            self._A32 = self._activations
+            self._D32 = self._deltas
             self._Z32 = self._logits_buffer
             self._Y32 = self._targets_buffer
         self.batch_size = n
+        self._sparse_layout = sparse
         self.has_forward = False
 
-    cdef _resize_predict(self, Py_ssize_t n):
-        """Size the activations of predict (kept apart from forward's) for n samples; grows only."""
-        _check_batch_size(n)
-        if self._predict_storage is None or n > self._predict_capacity:
-            self._predict_storage = _aligned_zeros(n * self._width_sum, self.dtype)
-            self._predict_capacity = n
-        self._predict_buffer = self._predict_storage[:n * self._width_sum]
+    cdef _resize_predict(self, Py_ssize_t n, bint sparse=False):
+        """Size the activations of predict (kept apart from forward's) for n
+        samples (sparse: without A^(0)); grows only."""
+        cdef Py_ssize_t width = self._width_sum - (self._n_in if sparse else 0)
+        check_batch_rows(n)
+        self._check_addressable(n)
+        if self._predict_storage is None or n * width > cnp.PyArray_DIM(self._predict_storage, 0):
+            self._predict_storage = _aligned_zeros(n * width, self.dtype)
+        self._predict_buffer = self._predict_storage[:n * width]
+        self._predict_sparse = sparse
         if self._double:
             self._P64 = self._predict_buffer
         else:
             self._P32 = self._predict_buffer
         self._predict_size = n
+
+    cdef int _check_addressable(self, Py_ssize_t n) except -1:
+        """ValueError unless the work buffers of n samples fit in the address space."""
+        if n > self._max_batch:
+            raise ValueError(f"a batch of {n} samples needs more than {MAX_BUFFER_BYTES} bytes "
+                             f"of work buffers for this network; at most {self._max_batch} "
+                             "samples fit: split it")
+        return 0
 
     cdef inline bint _is_ready(self, object M):
         """M can go to the kernels as it is: an ndarray of the network's dtype,
@@ -881,19 +1344,28 @@ cdef class Engine:
         dims[1] = self._n_out
         if out is None:
             return cnp.PyArray_EMPTY(nd, dims, self._typenum, 0)
+        # Read from the array's own struct, never from attributes a subclass
+        # can override: these are the facts the copy out relies on.
         if (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == self._typenum
                 and cnp.PyArray_NDIM(out) == nd and cnp.PyArray_DIM(out, 0) == dims[0]
                 and (single or cnp.PyArray_DIM(out, 1) == dims[1])
                 and cnp.PyArray_IS_C_CONTIGUOUS(out) and cnp.PyArray_ISBEHAVED(out)):
             return out
         shape = <tuple>(self._n_out,) if single else <tuple>(n, self._n_out)
-        return as_output(out, shape, self.dtype)
+        as_output(out, shape, self.dtype)   # raises, naming what is wrong
+        raise ValueError(f"out must be a C-contiguous, aligned, writable array of shape {shape} "
+                         f"and dtype {self.dtype}")
+
+    def check_loss(self, loss):
+        """ValueError unless ``loss`` is a loss's name that this output layer admits."""
+        self._loss_code(loss)
 
     cdef int _loss_code(self, loss) except -1:
         try:
             return self._loss_codes[loss]
         except (KeyError, TypeError):
             pass
+        self._check_ready()
         try:
             code = LOSSES[loss]
         except (KeyError, TypeError):
@@ -912,14 +1384,34 @@ cdef class Engine:
                 return value
         return check_learning_rate(lr)
 
+    cdef int _check_ready(self) except -1:
+        if not self._ready:
+            raise RuntimeError("this Engine was never initialised: build it as "
+                               "Engine(sizes, codes, dtype)")
+        return 0
+
     cdef int _acquire(self) except -1:
         # Uncontended, this is one atomic operation; only waiting drops the GIL.
+        cdef unsigned long me = PyThread_get_thread_ident()
         if not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
+            if self._owner == me:
+                # A finalizer or callback run (by the GC, say) inside one of
+                # this network's calls, on the same thread: waiting would hang.
+                raise RuntimeError("this network was called again from inside one of its own "
+                                   "calls on the same thread (a finalizer, weakref callback or "
+                                   "signal handler): call it once that call has returned")
             with nogil:
                 PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        self._owner = me
+        if not self._ready:
+            self._release()
+            self._check_ready()
         return 0
 
     cdef inline void _release(self) noexcept:
+        # Cleared first: a thread that finds the lock taken must never see its own id
+        # left behind by a call that has returned.
+        self._owner = 0
         PyThread_release_lock(self._lock)
 
     cdef inline bint _releases_gil(self, Py_ssize_t n) noexcept:
@@ -927,15 +1419,26 @@ cdef class Engine:
         # pass of a tiny network; below GIL_MIN_WORK the pass is over before
         # another thread could have used it (NumPy's ufunc loops do the same).
         # For sgd_step, n = 1 counts one sweep over the parameters.
-        return n * self._work_per_sample >= GIL_MIN_WORK
+        return n >= self._gil_min_batch
 
-    cdef void _load_batch(self, object X, object Y, Py_ssize_t n):
+    cdef object _detached(self, cnp.ndarray M):
+        """M, or a copy of it if it lies in the work storage (a view of the
+        activations): the pass behaves as if its inputs were copied first."""
+        if _overlaps(M, self._storage):
+            return M.copy()
+        return M
+
+    cdef int _load_batch(self, object X, object Y, Py_ssize_t n) except -1:
         """A^(0) <- X and, if Y is given, the targets buffer <- Y (lock held)."""
-        if n != self.batch_size:
+        X = self._detached(X)
+        if Y is not None:
+            Y = self._detached(Y)
+        if n != self.batch_size or self._sparse_layout:
             self._resize(n)
-        _copy_in(X, self.activations_buffer)
+        _copy_in(X, self._activations)
         if Y is not None:
             _copy_in(Y, self._targets_buffer)
+        return 0
 
     # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
 
@@ -1000,7 +1503,7 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if _overlaps(out, self.activations_buffer):
+                if _overlaps(out, self._activations):
                     # The pass would overwrite the activations it keeps for backward.
                     raise ValueError("out must not share memory with the network's activations "
                                      "(forward keeps them for backward); use predict, or "
@@ -1011,11 +1514,11 @@ cdef class Engine:
                         self._forward_kept(n, keep_logits)
                 else:
                     self._forward_kept(n, keep_logits)
-                _copy_out(self.activations_buffer, out)
+                _copy_out(self._activations, out)
                 self.has_forward = True
                 self._single = single
             else:
-                if n != self._predict_size:
+                if n != self._predict_size or self._predict_sparse:
                     self._resize_predict(n)
                 _copy_in(X, self._predict_buffer)
                 if self._releases_gil(n):
@@ -1050,8 +1553,11 @@ cdef class Engine:
                 raise RuntimeError("the forward pass for this backward was replaced by "
                                    "another thread's forward; guard forward and backward "
                                    "together, or use train_step")
-            _copy_in(Y, self._targets_buffer)
-            if self._releases_gil(n):
+            _copy_in(self._detached(Y), self._targets_buffer)
+            if self._sparse_layout:
+                value = self._run_sparse_pass(n, code, 0.0, BACKWARD, None, self._kept_csr,
+                                              False)
+            elif self._releases_gil(n):
                 with nogil:
                     value = self._backward_pass(n, code)
             else:
@@ -1085,36 +1591,417 @@ cdef class Engine:
         """
         return self._step(X, Y, loss, 0.0, False)
 
-    cdef object _step(self, X, Y, loss, double step, bint update):
-        """The one door of train_step and loss_and_grads: check, then one compiled pass."""
+    def weighted_loss_and_grads(self, X, Y, weights, loss="mse"):
+        """loss_and_grads for the sample-weighted mean loss, sum(w_i L_i) / sum(w).
+
+        weights: float64, 1-D, one finite value >= 0 per sample of X (checked
+        here). Fills grads and returns the loss; the parameters are left as
+        they are.
+        """
+        return self._step(X, Y, loss, 0.0, False, weights)
+
+    cdef double _weighted_backward_pass(self, Py_ssize_t n, int code,
+                                        const double[::1] w) noexcept nogil:
+        if self._double:
+            return _weighted_loss_and_backward(self._sizes, self._codes, n, self._p64,
+                                               self._g64, self._A64, self._D64, self._Z64,
+                                               self._Y64, w, code)
+        return _weighted_loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
+                                           self._A32, self._D32, self._Z32, self._Y32, w, code)
+
+    cdef object _step(self, X, Y, loss, double step, bint update, weights=None):
+        """The one door of train_step, loss_and_grads and weighted_loss_and_grads:
+        check, then one compiled pass."""
         cdef int code = self._loss_code(loss)
         cdef bint single
         cdef double value
         cdef Py_ssize_t n
+        cdef const double[::1] w = None
         X = self._load_input(X, &n, &single)
         if n == 0:
             raise ValueError("X holds no samples: a step needs at least one")
         Y = self._load_targets(Y, n, single, code)
+        if weights is not None:
+            w = _check_weights(weights, n)
         self._acquire()
         try:
             self._load_batch(X, Y, n)
             if self._releases_gil(n):
                 with nogil:
-                    value = self._gradient_pass(n, code, step, update)
+                    value = self._gradient_pass(n, code, step, update, w)
             else:
-                value = self._gradient_pass(n, code, step, update)
+                value = self._gradient_pass(n, code, step, update, w)
             self.has_forward = True
             self._single = single
         finally:
             self._release()
         return value
 
-    cdef double _gradient_pass(self, Py_ssize_t n, int code, double step,
-                               bint update) noexcept nogil:
+    cdef double _gradient_pass(self, Py_ssize_t n, int code, double step, bint update,
+                               const double[::1] w) noexcept nogil:
         if update:
             return self._train_pass(n, code, step)
         self._forward_kept(n, self._last_code == SOFTMAX)
+        if w is not None:
+            return self._weighted_backward_pass(n, code, w)
         return self._backward_pass(n, code)
+
+    # -- sparse input: a CSR batch through the first layer's own kernels ---------
+
+    @property
+    def sparse_input(self):
+        """Whether the kept pass was on a sparse batch: the activations buffer
+        then starts with A^(1), and sparse_batch() gives the batch."""
+        return self._sparse_layout
+
+    def sparse_batch(self):
+        """Copies (data, indices, indptr) of the kept pass's CSR batch, or
+        None when the kept pass was dense."""
+        self._acquire()
+        try:
+            return self._kept_csr.copies() if self._sparse_layout else None
+        finally:
+            self._release()
+
+    def reserve_sparse(self, Py_ssize_t nnz, Py_ssize_t rows):
+        """Room in the CSR buffers of training for a batch of rows rows and
+        nnz nonzeros: a fit reserves its largest batch once, and no epoch
+        allocates after."""
+        if nnz < 0 or rows < 0:
+            raise ValueError("nnz and rows must be >= 0")
+        check_batch_rows(rows)
+        if nnz > MAX_BUFFER_BYTES // 16:
+            raise ValueError(f"a batch of {nnz} nonzeros cannot be addressed")
+        self._acquire()
+        try:
+            self._kept_csr.reserve(self.dtype, nnz, rows)
+        finally:
+            self._release()
+
+    cdef tuple _csr(self, data, indices, indptr):
+        """The arrays of a CSR data set as the kernels read them, or an
+        exception: 1-D, C-contiguous, aligned, native byte order; data of the
+        network's dtype, indices int32 (numpy.intc), indptr intp; data and
+        indices of one length, indptr of at least one entry (rows + 1).
+        Read from the arrays' own structs, never copied
+        (cmlp._validation.as_sparse_samples makes them so). Their values are
+        checked as each batch is gathered."""
+        for name, M, typenum in (("data", data, self._typenum), ("indices", indices, cnp.NPY_INT),
+                                 ("indptr", indptr, cnp.NPY_INTP)):
+            if not cnp.PyArray_Check(M) or cnp.PyArray_TYPE(M) != typenum:
+                got = M.dtype if cnp.PyArray_Check(M) else type(M).__name__
+                want = {"data": self.dtype, "indices": np.dtype(np.intc),
+                        "indptr": np.dtype(np.intp)}[name]
+                raise TypeError(f"{name} must be a numpy array of dtype {want}, got {got}")
+            if (cnp.PyArray_NDIM(M) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(M)
+                    or not cnp.PyArray_ISBEHAVED_RO(M)):
+                raise ValueError(f"{name} must be 1-D, C-contiguous, aligned and in native "
+                                 "byte order")
+        data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr)
+        if cnp.PyArray_DIM(data, 0) != cnp.PyArray_DIM(indices, 0):
+            raise ValueError(f"data and indices must have one length, got "
+                             f"{cnp.PyArray_DIM(data, 0)} and {cnp.PyArray_DIM(indices, 0)}")
+        if cnp.PyArray_DIM(indptr, 0) < 1:
+            raise ValueError("indptr must hold rows + 1 entries, at least one")
+        check_batch_rows(cnp.PyArray_DIM(indptr, 0) - 1)
+        return data, indices, indptr
+
+    cdef int _gather(self, _CSRBuffer b, data, indices, indptr, order, Py_ssize_t start,
+                     Py_ssize_t m, object Y, bint predict) except -1:
+        """b <- rows order[start:start+m] of the CSR data set (start ... when
+        order is empty), and, if Y is given, the targets' buffer <- the same
+        rows of Y (n_rows, n_out); ValueError if the arrays do not hold a CSR
+        matrix of n_in columns. Lock held, the work buffers sized for m."""
+        cdef Py_ssize_t nnz = cnp.PyArray_DIM(data, 0)
+        cdef Py_ssize_t need = _csr_batch_nonzeros(indptr, order, start, start + m, m, nnz)
+        cdef bint ok
+        cdef const double[::1] d64
+        cdef const float[::1] d32
+        cdef const int[::1] ind = indices
+        cdef const Py_ssize_t[::1] ptr = indptr
+        cdef const Py_ssize_t[::1] rows = order
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        if need < 0:
+            raise ValueError(f"X's row pointers (indptr) must not fall, and lie within [0, {nnz}] "
+                             "(its stored entries)")
+        b.reserve(self.dtype, need, m)
+        if self._double:
+            d64 = data
+            with nogil:
+                ok = _gather_csr(d64, ind, ptr, rows, start, m, self._n_in, b.d64, b.ind, b.ptr)
+            if ok and Y is not None:
+                Y64 = Y
+                ok = _gather_rows(Y64, rows, start, m, (self._P64 if predict else self._Y64))
+        else:
+            d32 = data
+            with nogil:
+                ok = _gather_csr(d32, ind, ptr, rows, start, m, self._n_in, b.d32, b.ind, b.ptr)
+            if ok and Y is not None:
+                Y32 = Y
+                ok = _gather_rows(Y32, rows, start, m, (self._P32 if predict else self._Y32))
+        if not ok:
+            raise ValueError(f"X's column indices must lie in [0, {self._n_in}) and its row "
+                             "pointers (indptr) must not fall (nor change during the call)")
+        b.rows = m
+        b.nnz = b.ptr[m]
+        return 0
+
+    cdef double _run_sparse_pass(self, Py_ssize_t n, int code, double step, int mode,
+                                 const double[::1] w, _CSRBuffer b, bint predict):
+        """_sparse_pass on b's batch (lock held, b gathered, buffers sized),
+        without the GIL for a pass big enough."""
+        cdef bint weighted = w is not None
+        cdef double value
+        cdef double[::1] d64 = b.d64
+        cdef float[::1] d32 = b.d32
+        cdef int[::1] ind = b.ind
+        cdef Py_ssize_t[::1] ptr = b.ptr
+        if self._releases_gil(n):
+            with nogil:
+                value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
+                                            predict)
+        else:
+            value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
+                                        predict)
+        return value
+
+    cdef double _sparse_kernel(self, Py_ssize_t n, int code, double step, int mode,
+                               const double[::1] w, bint weighted, double[::1] d64,
+                               float[::1] d32, int[::1] ind, Py_ssize_t[::1] ptr,
+                               bint predict) noexcept nogil:
+        if self._double:
+            return _sparse_pass(self._sizes, self._codes, n, self._p64, self._g64,
+                                self._P64 if predict else self._A64, self._D64, self._Z64,
+                                self._Y64, w, weighted, code, mode, step, d64, ind, ptr)
+        return _sparse_pass(self._sizes, self._codes, n, self._p32, self._g32,
+                            self._P32 if predict else self._A32, self._D32, self._Z32,
+                            self._Y32, w, weighted, code, mode, <float>step, d32, ind, ptr)
+
+    def sparse_forward(self, data, indices, indptr, out=None, *, bint keep=True):
+        """forward on a CSR batch: data, indices (int32) and indptr (intp) of
+        len(indptr) - 1 samples of n_in features, as a scipy.sparse CSR matrix
+        holds them (cmlp._validation.as_sparse_samples makes them so). A row's
+        entries may come in any order, and repeated columns add up.
+
+        The batch's nonzeros are copied into CSR buffers of the engine's own:
+        with keep (the default), those of the kept pass, for backward; without,
+        predict's. Returns the output (n, n_out), in a new array or in out."""
+        cdef Py_ssize_t n
+        data, indices, indptr = self._csr(data, indices, indptr)
+        n = cnp.PyArray_DIM(indptr, 0) - 1
+        out = self._output(out, n, False)
+        if n == 0:
+            if keep:
+                self.has_forward = False
+            return out
+        self._acquire()
+        try:
+            if keep:
+                if _overlaps(out, self._storage):
+                    raise ValueError("out must not share memory with the network's activations "
+                                     "(forward keeps them for backward); use predict, or "
+                                     "another array")
+                if n != self.batch_size or not self._sparse_layout:
+                    self._resize(n, True)
+                self.has_forward = False
+                self._gather(self._kept_csr, data, indices, indptr, _IN_ORDER, 0, n, None, False)
+                self._run_sparse_pass(n, 0, 0.0, FORWARD, None, self._kept_csr, False)
+                _copy_out(self._activations, out)
+                self.has_forward = True
+                self._single = False
+            else:
+                if n != self._predict_size or not self._predict_sparse:
+                    self._resize_predict(n, True)
+                self._gather(self._predict_csr, data, indices, indptr, _IN_ORDER, 0, n, None, True)
+                self._run_sparse_pass(n, 0, 0.0, PREDICT, None, self._predict_csr, True)
+                _copy_out(self._predict_buffer, out)
+        finally:
+            self._release()
+        return out
+
+    def sparse_train_step(self, data, indices, indptr, Y, lr, loss="mse"):
+        """train_step on a CSR batch (see sparse_forward): Y its targets."""
+        return self._sparse_step(data, indices, indptr, Y, loss, self._learning_rate(lr), TRAIN,
+                                 None, None, 0, -1)
+
+    def sparse_loss_and_grads(self, data, indices, indptr, Y, loss="mse", weights=None,
+                              order=None, Py_ssize_t start=0, Py_ssize_t count=-1):
+        """loss_and_grads (with weights, weighted_loss_and_grads) on a CSR
+        batch: rows order[start:start+count] of the data set (data, indices,
+        indptr) and of its targets Y (one row per row of the data set); order
+        None takes rows start, start + 1, ...; count -1 every row from start
+        on. A loop over the batches of a shuffled epoch so reads the data set
+        in place, copying each batch's nonzeros alone."""
+        return self._sparse_step(data, indices, indptr, Y, loss, 0.0, GRADIENTS, weights, order,
+                                 start, count)
+
+    cdef object _sparse_step(self, data, indices, indptr, Y, loss, double step, int mode,
+                             weights, order, Py_ssize_t start, Py_ssize_t count):
+        cdef int code = self._loss_code(loss)
+        cdef const double[::1] w = None
+        cdef Py_ssize_t n_rows
+        cdef double value
+        data, indices, indptr = self._csr(data, indices, indptr)
+        n_rows = cnp.PyArray_DIM(indptr, 0) - 1
+        if count < 0:
+            count = n_rows - start
+        if start < 0 or count < 1 or start > n_rows - count:
+            raise ValueError(f"the batch must be at least one of X's {n_rows} rows, got rows "
+                             f"from {start}, {count} of them")
+        order = _check_order(order, n_rows)
+        Y = self._load_targets(Y, n_rows, False, code)
+        Y = np.asarray(Y).reshape(n_rows, self._n_out)
+        if weights is not None:
+            w = _check_weights(weights, count)
+        self._acquire()
+        try:
+            Y = self._detached(Y)
+            if count != self.batch_size or not self._sparse_layout:
+                self._resize(count, True)
+            self.has_forward = False
+            self._gather(self._kept_csr, data, indices, indptr, order, start, count, Y, False)
+            value = self._run_sparse_pass(count, code, step, mode, w, self._kept_csr, False)
+            self.has_forward = True
+            self._single = False
+        finally:
+            self._release()
+        return value
+
+    def sparse_train_epoch(self, data, indices, indptr, Y, order, Py_ssize_t batch_size, lr,
+                           loss, losses):
+        """train_epoch on a CSR data set (data, indices, indptr; see
+        sparse_forward), Y its targets (as train_epoch takes them): each
+        batch's rows are gathered into the engine's CSR buffers (which grow to
+        the largest batch's nonzeros; see reserve_sparse), its targets into
+        the targets' buffer. The parameters end, to rounding, as after
+        train_epoch on the dense X."""
+        return self._run_sparse_epoch(data, indices, indptr, Y, order, batch_size, loss, True,
+                                      self._learning_rate(lr), losses)
+
+    def sparse_evaluate(self, data, indices, indptr, Y, Py_ssize_t batch_size, loss, losses):
+        """evaluate on a CSR data set (see sparse_train_epoch)."""
+        return self._run_sparse_epoch(data, indices, indptr, Y, None, batch_size, loss, False,
+                                      0.0, losses)
+
+    cdef object _run_sparse_epoch(self, data, indices, indptr, Y, order, Py_ssize_t batch_size,
+                                  loss, bint train, double step, losses):
+        cdef int code = self._loss_code(loss)
+        cdef Py_ssize_t n, n_batches, ran, last, batch, need
+        cdef bint bad_row = False
+        cdef double[::1] out
+        cdef double total = 0
+        data, indices, indptr = self._csr(data, indices, indptr)
+        n = cnp.PyArray_DIM(indptr, 0) - 1
+        if n == 0:
+            raise ValueError("X holds no samples: an epoch needs at least one")
+        Y = self._data_set(Y, "Y", n, self._n_out, True)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n_batches = n // batch_size + (n % batch_size != 0)
+        order = _check_order(order, n)
+        _check_losses(losses, n_batches)
+        losses = np.asarray(losses)
+        out = losses
+        self._acquire()
+        try:
+            if min(batch_size, n) != self.batch_size or not self._sparse_layout:
+                self._resize(min(batch_size, n), True)
+            for given in (data, Y, losses):
+                for buffer in (self._storage, self._params, self._grads):
+                    if _overlaps(given, buffer):
+                        raise ValueError("X, Y and losses must not share memory with the "
+                                         "network's parameters, gradients or work buffers")
+            if (_overlaps(losses, data) or _overlaps(losses, Y) or _overlaps(losses, order)
+                    or _overlaps(losses, indices) or _overlaps(losses, indptr)):
+                raise ValueError("losses must not share memory with X, Y or order")
+            need = _csr_batch_nonzeros(indptr, order, 0, n, batch_size, cnp.PyArray_DIM(data, 0))
+            if need < 0:
+                raise ValueError("X's row pointers (indptr) must not fall, and lie within "
+                                 f"[0, {cnp.PyArray_DIM(data, 0)}] (its stored entries)")
+            self._kept_csr.reserve(self.dtype, need, min(batch_size, n))
+            self.has_forward = False
+            ran = self._sparse_epoch_pass(data, indices, indptr, Y, order, batch_size, code,
+                                          train, step, out, &bad_row)
+            if ran > 0:
+                last = min(batch_size, n - (ran - 1) * batch_size)
+                if last != self.batch_size:
+                    self._resize(last, True)
+                self._kept_csr.rows = last
+                self._kept_csr.nnz = self._kept_csr.ptr[last]
+            self.has_forward = ran > 0 and not bad_row
+            self._single = False
+        finally:
+            self._release()
+        if bad_row:
+            raise ValueError(f"X's column indices must lie in [0, {self._n_in}) and its row "
+                             f"pointers must not fall, nor X or order change during the epoch; "
+                             f"{ran} batches had run")
+        for batch in range(ran):
+            total += out[batch] * <double>min(batch_size, n - batch * batch_size)
+        return ran, total
+
+    cdef Py_ssize_t _sparse_epoch_pass(self, data, indices, indptr, Y, order,
+                                       Py_ssize_t batch_size, int code, bint train, double step,
+                                       double[::1] out, bint* bad_row) except -1:
+        cdef const Py_ssize_t[::1] rows = order
+        cdef const int[::1] ind = indices
+        cdef const Py_ssize_t[::1] ptr = indptr
+        cdef const double[::1] d64
+        cdef const float[::1] d32
+        cdef const double[:, ::1] Y64
+        cdef const float[:, ::1] Y32
+        cdef double[::1] S64
+        cdef float[::1] S32
+        cdef _CSRBuffer b = self._kept_csr
+        cdef bint release = self._releases_gil(cnp.PyArray_DIM(Y, 0))
+        if cnp.PyArray_DIM(Y, 1) != self._n_out or cnp.PyArray_DIM(Y, 0) != ptr.shape[0] - 1:
+            raise ValueError("X and Y changed shape while the epoch was starting")
+        if self._double:
+            d64, Y64, S64 = data, Y, self._storage
+            if release:
+                with nogil:
+                    return _sparse_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                                         d64, ind, ptr, Y64, rows, batch_size, code, train, step,
+                                         out, b.d64, b.ind, b.ptr, bad_row)
+            return _sparse_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
+                                 d64, ind, ptr, Y64, rows, batch_size, code, train, step,
+                                 out, b.d64, b.ind, b.ptr, bad_row)
+        d32, Y32, S32 = data, Y, self._storage
+        if release:
+            with nogil:
+                return _sparse_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                                     d32, ind, ptr, Y32, rows, batch_size, code, train,
+                                     <float>step, out, b.d32, b.ind, b.ptr, bad_row)
+        return _sparse_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
+                             d32, ind, ptr, Y32, rows, batch_size, code, train, <float>step,
+                             out, b.d32, b.ind, b.ptr, bad_row)
+
+    def sparse_predicts_finite(self, data, indices, indptr, Py_ssize_t batch_size):
+        """predicts_finite for a CSR data set (see sparse_forward), batch_size
+        rows at a time through predict's buffers."""
+        cdef Py_ssize_t n, start, m, k = self._n_out, width = self._width_sum - self._n_in
+        data, indices, indptr = self._csr(data, indices, indptr)
+        n = cnp.PyArray_DIM(indptr, 0) - 1
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._acquire()
+        try:
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                if m != self._predict_size or not self._predict_sparse:
+                    self._resize_predict(m, True)
+                self._gather(self._predict_csr, data, indices, indptr, _IN_ORDER, start, m, None,
+                             True)
+                self._run_sparse_pass(m, 0, 0.0, PREDICT, None, self._predict_csr, True)
+                if self._double:
+                    if not _all_finite(self._P64[m * (width - k):m * width]):
+                        return False
+                elif not _all_finite(self._P32[m * (width - k):m * width]):
+                    return False
+        finally:
+            self._release()
+        return True
 
     # -- one epoch of plain SGD ---------------------------------------------------
 
@@ -1171,13 +2058,14 @@ cdef class Engine:
         n_batches = n // batch_size + (n % batch_size != 0)
         order = _check_order(order, n)
         _check_losses(losses, n_batches)
+        losses = np.asarray(losses)
         out = losses
         self._acquire()
         try:
-            if min(batch_size, n) != self.batch_size:
+            if min(batch_size, n) != self.batch_size or self._sparse_layout:
                 self._resize(min(batch_size, n))
             for given in (X, Y, losses):
-                for buffer in (self._storage, self.params, self.grads):
+                for buffer in (self._storage, self._params, self._grads):
                     if _overlaps(given, buffer):
                         raise ValueError("X, Y and losses must not share memory with the "
                                          "network's parameters, gradients or work buffers")
@@ -1199,6 +2087,129 @@ cdef class Engine:
         for batch in range(ran):
             total += out[batch] * <double>min(batch_size, n - batch * batch_size)
         return ran, total
+
+    def predicts_finite(self, X, Py_ssize_t batch_size):
+        """Whether predict(X) is finite for every sample of X: one compiled call.
+
+        X as train_epoch takes it (the network's dtype, C-contiguous, read in
+        place), batch_size samples at a time through predict's own buffer:
+        the kept forward pass (activations, deltas) is left as it is.
+        """
+        cdef Py_ssize_t n
+        cdef bint finite
+        cdef const double[:, ::1] X64
+        cdef const float[:, ::1] X32
+        X = self._data_set(X, "X", 0, self._n_in, False)
+        n = cnp.PyArray_DIM(X, 0)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n == 0:
+            return True
+        batch_size = min(batch_size, n)
+        self._acquire()
+        try:
+            if batch_size != self._predict_size or self._predict_sparse:
+                self._resize_predict(batch_size)
+            if self._double:
+                X64 = X
+                with nogil:
+                    finite = _predictions_finite(self._sizes, self._codes, self._p64, self._P64,
+                                                 self._Z64, X64, batch_size)
+            else:
+                X32 = X
+                with nogil:
+                    finite = _predictions_finite(self._sizes, self._codes, self._p32, self._P32,
+                                                 self._Z32, X32, batch_size)
+        finally:
+            self._release()
+        return finite
+
+    # -- the parameters as a whole, each read or write one step under the lock ----
+
+    def snapshot(self, out=None):
+        """A copy of params, taken under the lock (never half an update); into
+        out if given (an ndarray of the network's dtype and params' size,
+        C-contiguous and writable), else into a new array. Returns it."""
+        self._check_ready()
+        if out is None:
+            out = np.empty(cnp.PyArray_DIM(self._params, 0), dtype=self.dtype)
+        self._check_flat(out, "out", True)
+        self._acquire()
+        try:
+            if _overlaps(out, self._params):
+                raise ValueError("out must not share memory with the parameters")
+            _copy_in(self._params, out)
+        finally:
+            self._release()
+        return out
+
+    def restore(self, values):
+        """params <- values, in one step under the lock: another call sees the old
+        parameters or the new ones, never a mix. values: an ndarray of the
+        network's dtype and params' size, C-contiguous (copied first if it
+        overlaps the engine's buffers)."""
+        self._check_flat(values, "values", False)
+        values = np.asarray(values)
+        self._acquire()
+        try:
+            if self.shares_memory(values):
+                values = values.copy()
+            _copy_in(values, self._params)
+        finally:
+            self._release()
+
+    def locked(self, step):
+        """Call step() holding the lock: an optimizer's update, then, is one
+        step with respect to every other call on this engine. Returns its result."""
+        self._acquire()
+        try:
+            return step()
+        finally:
+            self._release()
+
+    def shares_memory(self, array):
+        """Whether an array may share memory with the engine's parameters,
+        gradients or work buffers."""
+        return (any(np.may_share_memory(array, buffer) for buffer in
+                    (self._params, self._grads, self._storage, self._predict_storage)
+                    if buffer is not None)
+                or self._kept_csr.shares_memory(array) or self._predict_csr.shares_memory(array))
+
+    cdef int _check_flat(self, object M, str name, bint writable) except -1:
+        """M is a 1-D array of params' size and dtype, read from its own struct."""
+        self._check_ready()
+        if not (cnp.PyArray_Check(M) and cnp.PyArray_TYPE(M) == self._typenum
+                and cnp.PyArray_NDIM(M) == 1
+                and cnp.PyArray_DIM(M, 0) == cnp.PyArray_DIM(self._params, 0)
+                and cnp.PyArray_IS_C_CONTIGUOUS(M) and cnp.PyArray_ISBEHAVED_RO(M)
+                and (not writable or cnp.PyArray_ISWRITEABLE(M))):
+            which = "writable " if writable else ""
+            raise ValueError(f"{name} must be a 1-D C-contiguous {which}array of "
+                             f"{cnp.PyArray_DIM(self._params, 0)} entries of dtype {self.dtype}")
+        return 0
+
+    def add_weight_penalty(self, double scale):
+        """grads of the weights += scale * W, under the lock; returns sum(W**2).
+
+        The gradient of scikit-learn's penalty ``alpha / 2 * sum(W**2) / m``
+        for scale = alpha / m: one compiled pass over the weights, none over
+        the biases."""
+        cdef double squares
+        self._acquire()
+        try:
+            if self._releases_gil(1):
+                with nogil:
+                    squares = self._weight_penalty_pass(scale)
+            else:
+                squares = self._weight_penalty_pass(scale)
+        finally:
+            self._release()
+        return squares
+
+    cdef double _weight_penalty_pass(self, double scale) noexcept nogil:
+        if self._double:
+            return _add_weight_penalty(self._sizes, self._p64, self._g64, scale)
+        return _add_weight_penalty(self._sizes, self._p32, self._g32, <float>scale)
 
     def params_finite(self):
         """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
@@ -1226,6 +2237,7 @@ cdef class Engine:
         if not cnp.PyArray_Check(M):
             raise TypeError(f"{name} must be a numpy array of the network's dtype "
                             f"({self.dtype}), got {type(M).__name__}")
+        M = np.asarray(M)   # a subclass's reshape or shape may lie; the base class's do not
         if cnp.PyArray_TYPE(M) != self._typenum:
             raise TypeError(f"{name} must have the network's dtype {self.dtype}, got "
                             f"{M.dtype}: convert the data set once, before the epochs")
@@ -1253,6 +2265,7 @@ cdef class Engine:
         cdef bint release = self._releases_gil(cnp.PyArray_DIM(X, 0))
         if self._double:
             X64, Y64, S64 = X, Y, self._storage
+            _check_epoch_views(X64, Y64, rows, self._n_in, self._n_out)
             if release:
                 with nogil:
                     return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
@@ -1260,12 +2273,24 @@ cdef class Engine:
             return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
                           X64, Y64, rows, batch_size, code, train, step, out, bad_row)
         X32, Y32, S32 = X, Y, self._storage
+        _check_epoch_views(X32, Y32, rows, self._n_in, self._n_out)
         if release:
             with nogil:
                 return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
                               X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
         return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
                       X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
+
+
+cdef int _check_epoch_views(const floating[:, ::1] X, const floating[:, ::1] Y,
+                            const Py_ssize_t[::1] order, Py_ssize_t n_in,
+                            Py_ssize_t n_out) except -1:
+    """The shapes _epoch indexes by, read from the buffers themselves: the
+    arrays checked before the lock was taken may have been reshaped since."""
+    if (X.shape[1] != n_in or Y.shape[1] != n_out or Y.shape[0] != X.shape[0]
+            or (order.shape[0] != 0 and order.shape[0] != X.shape[0])):
+        raise ValueError("X, Y and order changed shape while the epoch was starting")
+    return 0
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
@@ -1358,15 +2383,8 @@ cdef inline uint64_t _xoshiro256starstar(uint64_t* s) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# The variants of the vector kernels (see _vector_kernels.h)
+# The variants of the vector kernels (see _vector_kernels.h and _vector_dispatch.c)
 # ---------------------------------------------------------------------------
-
-# (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK) for each variant. The narrower its
-# vectors, the sooner BLAS, which also has FMA, pays. Measured with
-# benchmarks/blas_threshold.py --variant (CPU time of one SGD step over 14
-# networks and batches, both dtypes; mean ratio to the best setting for each).
-GEMM_THRESHOLDS = {"baseline": (512, 512), "avx2": (2048, 2048), "avx512": (2048, 32768)}
-
 
 def vector_variants():
     """The variants of the vector kernels this processor runs, narrowest first.
@@ -1383,8 +2401,8 @@ def vector_variant():
 
 
 def _use_vector_variant(str name):
-    """Run the vector kernels of variant ``name``, with its product thresholds;
-    return the name of the variant in use before.
+    """Run the vector kernels of variant ``name``; return the name of the
+    variant in use before.
 
     For the tests, which compare the variants, and the benchmarks; not for
     use while other threads are in the kernels.
@@ -1394,31 +2412,54 @@ def _use_vector_variant(str name):
     for v in range(CMLP_N_VARIANTS):
         if cmlp_variant_runs(v) and cmlp_variants[v].name.decode() == name:
             cmlp_use_variant(v)
-            _set_gemm_thresholds(*GEMM_THRESHOLDS[name])
             return previous
     raise ValueError(f"this processor runs the variants {vector_variants()}, not {name!r}")
 
 
-def _set_gemm_thresholds(Py_ssize_t blas_min_work, Py_ssize_t small_gemm_max_work):
-    """Set BLAS_MIN_WORK and SMALL_GEMM_MAX_WORK; return the previous pair.
+def blas_min_work():
+    """Products of fewer multiply-adds than this go to the small-product kernel."""
+    return BLAS_MIN_WORK
 
-    For benchmarks/blas_threshold.py, which measures where BLAS starts to pay;
-    not for use while other threads are in the kernels.
+
+def gil_release_min_work():
+    """Passes of at least this many multiply-adds release the GIL while they compute."""
+    return GIL_MIN_WORK
+
+
+def _set_blas_min_work(Py_ssize_t blas_min_work):
+    """Set BLAS_MIN_WORK; return the previous value.
+
+    For benchmarks/blas_threshold.py, which measures where BLAS starts to pay,
+    and the tests, which send every product one way; not for use while other
+    threads are in the kernels.
     """
-    global BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK
-    previous = (BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK)
-    BLAS_MIN_WORK, SMALL_GEMM_MAX_WORK = blas_min_work, small_gemm_max_work
+    global BLAS_MIN_WORK
+    previous = BLAS_MIN_WORK
+    BLAS_MIN_WORK = blas_min_work
     return previous
 
 
-_use_vector_variant(vector_variants().pop())  # the widest
+# The variant CMLP_VECTOR_VARIANT asked for when cmlp was imported ("" if none):
+# read once, so that what reports it (cmlp.show_config) and what acted on it agree.
+VARIANT_ASKED_AT_IMPORT = os.environ.get("CMLP_VECTOR_VARIANT", "")
 
 
-cdef int _check_batch_size(Py_ssize_t n) except -1:
-    # BLAS counts rows in a C int: a larger batch would overflow it.
-    if n > INT_MAX:
-        raise ValueError(f"a batch holds at most {INT_MAX} samples, got {n}: split it")
-    return 0
+def _variant_at_import():
+    """The widest variant the processor runs, or the one CMLP_VECTOR_VARIANT
+    names, which must be one the processor runs."""
+    runs = vector_variants()
+    asked = VARIANT_ASKED_AT_IMPORT
+    if not asked:
+        return runs[len(runs) - 1]  # wraparound is off in this module
+    if asked not in runs:
+        built = [cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)]
+        why = "this processor does not run it" if asked in built else f"cmlp has the variants {built}"
+        raise RuntimeError(f"CMLP_VECTOR_VARIANT={asked!r} cannot be used: {why}; "
+                           f"this processor runs {runs}")
+    return asked
+
+
+_use_vector_variant(_variant_at_import())
 
 
 cdef str _name(int code):

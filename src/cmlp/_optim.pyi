@@ -3,7 +3,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from typing_extensions import disjoint_base
 
+@disjoint_base
 class _Optimizer:
     params: NDArray[np.floating[Any]]
     grads: NDArray[np.floating[Any]]
@@ -12,6 +14,7 @@ class _Optimizer:
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, ArrayLike | int]) -> None: ...
 
+@disjoint_base
 class SGD(_Optimizer):
     momentum_buffer: NDArray[np.floating[Any]]
     momentum: float
@@ -23,6 +26,7 @@ class SGD(_Optimizer):
                  nesterov: bool = False, weight_decay: float = 0.0) -> None: ...
     def step(self) -> None: ...
 
+@disjoint_base
 class Adam(_Optimizer):
     exp_avg: NDArray[np.floating[Any]]
     exp_avg_sq: NDArray[np.floating[Any]]

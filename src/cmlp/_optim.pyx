@@ -109,10 +109,16 @@ cdef void _adam_update(floating[::1] params, const floating[::1] grads,
 # ---------------------------------------------------------------------------
 
 cdef object _check_buffers(params, grads):
-    """params and grads as the kernels need them: 1-D, C-contiguous, one float dtype."""
+    """params and grads as the kernels need them: 1-D, C-contiguous, one float dtype.
+
+    Returns the base-class views (numpy.asarray) the checks were made on:
+    shape, dtype and flags are read from them, never from attributes an
+    ndarray subclass can override, and the kernels are bound to them."""
     for name, array in (("params", params), ("grads", grads)):
         if not isinstance(array, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    params, grads = np.asarray(params), np.asarray(grads)
+    for name, array in (("params", params), ("grads", grads)):
         if array.ndim != 1 or not array.flags.c_contiguous or not array.flags.aligned:
             raise ValueError(f"{name} must be a 1-D C-contiguous array, got shape {array.shape}")
         if array.dtype not in (np.float32, np.float64):
@@ -122,7 +128,7 @@ cdef object _check_buffers(params, grads):
                          f"params ({params.dtype}, {params.shape})")
     if not params.flags.writeable:
         raise ValueError("params must be writable")
-    return params.dtype
+    return params, grads
 
 
 cdef double _as_float(name, value) except? -1:
@@ -164,18 +170,23 @@ cdef class _Optimizer:
     cdef float[::1] _p32, _g32
     _state_names = ()
 
+    cdef Py_ssize_t _size   # entries of params, grads and each state array
+
     cdef object _bind(self, params, grads, lr):
         """Check and keep the buffers and the learning rate; return the dtype."""
-        dtype = _check_buffers(params, grads)
+        checked_params, checked_grads = _check_buffers(params, grads)
         self._lr = check_learning_rate(lr)
         self.params = params
         self.grads = grads
         self.steps = 0
+        dtype = checked_params.dtype
         self._double = dtype == np.float64
         if self._double:
-            self._p64, self._g64 = params, grads
+            self._p64, self._g64 = checked_params, checked_grads
+            self._size = self._p64.shape[0]
         else:
-            self._p32, self._g32 = params, grads
+            self._p32, self._g32 = checked_params, checked_grads
+            self._size = self._p32.shape[0]
         return dtype
 
     @property
@@ -198,11 +209,18 @@ cdef class _Optimizer:
         """Restore a state from :meth:`state_dict` (every entry checked before
         any is copied in)."""
         steps = _check_steps(state)
-        for name in self._state_names:
-            _check_state_array(getattr(self, name), state, name)
-        for name in self._state_names:
-            _copy_state(getattr(self, name), state, name)
+        values = {name: _check_state_array(getattr(self, name), state, name)
+                  for name in self._state_names}
+        for name, value in values.items():
+            if self._shares_memory(value):   # a view of this optimizer's own state
+                values[name] = value.copy()   # must be read before anything is written
+        for name, value in values.items():
+            getattr(self, name)[...] = value
         self.steps = steps
+
+    cdef bint _shares_memory(self, value):
+        return any(np.may_share_memory(value, getattr(self, name))
+                   for name in self._state_names + ("params", "grads"))
 
     def __reduce__(self):
         raise TypeError("an optimizer holds references to a network's buffers and cannot be "
@@ -260,7 +278,7 @@ cdef class SGD(_Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
-        self.momentum_buffer = np.zeros(params.shape[0] if self.momentum else 0, dtype=dtype)
+        self.momentum_buffer = np.zeros(self._size if self.momentum else 0, dtype=dtype)
         if self._double:
             self._b64 = self.momentum_buffer
         else:
@@ -330,10 +348,12 @@ cdef class Adam(_Optimizer):
         self.beta1 = _check_fraction("betas[0]", beta1, False)
         self.beta2 = _check_fraction("betas[1]", beta2, False)
         self.eps = _check_non_negative("eps", eps)
+        if self.eps == 0:   # the first step would divide 0 by 0 wherever a gradient is 0
+            raise ValueError("eps must be > 0, got 0.0")
         self.weight_decay = _check_non_negative("weight_decay", weight_decay)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
-        self.exp_avg = np.zeros(params.shape[0], dtype=dtype)
-        self.exp_avg_sq = np.zeros(params.shape[0], dtype=dtype)
+        self.exp_avg = np.zeros(self._size, dtype=dtype)
+        self.exp_avg_sq = np.zeros(self._size, dtype=dtype)
         if self._double:
             self._m64, self._v64 = self.exp_avg, self.exp_avg_sq
         else:
@@ -399,7 +419,3 @@ cdef object _check_state_array(target, state, key):
     if value.shape != target.shape:
         raise ValueError(f"state[{key!r}] must have shape {target.shape}, got {value.shape}")
     return value
-
-
-cdef object _copy_state(target, state, key):
-    target[...] = _check_state_array(target, state, key)

@@ -6,19 +6,40 @@ architecture, initialises the parameters, and exposes the flat ``params`` and
 (``forward``, ``backward``, ``sgd_step``, ``train_step``, ``predict``) run in
 compiled code; see the ``_kernels`` module for the layout of the buffers.
 """
-import numpy as np
+from __future__ import annotations
 
-from cmlp._kernels import ACTIVATIONS, Engine
-from cmlp._validation import as_real_array
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from cmlp._archive import save
+from cmlp._kernels import ACTIVATIONS, LOSSES, Engine
+from cmlp._validation import (SparseSamples, as_real_array, as_sparse_samples, check_float_dtype,
+                              check_parameter_bytes, check_widths, is_sparse, parameter_count)
+from cmlp.training import History, fit
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+    from cmlp._optim import SGD, Adam
+    from cmlp.training import LBFGS
+
+    from typing import TypeAlias
+
+    #: what the passes take as samples: anything np.asarray reads, or a scipy.sparse matrix
+    Samples: TypeAlias = ArrayLike | scipy.sparse.spmatrix | scipy.sparse.sparray
+    FloatArray: TypeAlias = NDArray[np.floating[Any]]
 
 __all__ = ["MLP"]
 
 #: activations a layer may use; softmax makes sense on the output layer
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 #: the losses ``backward`` and ``train_step`` accept
-LOSS_NAMES = ("mse", "half_sse", "bce", "cross_entropy")
-# BLAS takes 32-bit sizes: a wider layer could not be multiplied safely.
-_MAX_WIDTH = 2**31 - 1
+LOSS_NAMES = tuple(LOSSES)
 
 
 class MLP:
@@ -90,50 +111,40 @@ class MLP:
     array([0.49955898, 0.49911796, 0.99955898, 0.48837245, 0.987418  ])
     """
 
-    def __init__(self, layer_sizes, activation="sigmoid", dtype=np.float64, seed=None):
-        self._sizes = _check_sizes(layer_sizes)
-        self._activations = _check_activations(activation, len(self._sizes) - 1)
-        self._dtype = _check_dtype(dtype)
-        self._build_engine()
-        self._init_weights(seed)
-
-    def _build_engine(self):
-        """The compiled engine and the per-layer views of its buffers (zeroed parameters)."""
-        self._engine = Engine(self._sizes, [ACTIVATIONS[a] for a in self._activations],
-                              self._dtype)
-        self._param_views = _layer_views(self._engine.params, self._sizes)
-        self._grad_views = _layer_views(self._engine.grads, self._sizes)
-
-    def _init_weights(self, seed):
+    def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "sigmoid",
+                 dtype: DTypeLike = np.float64,
+                 seed: int | np.random.SeedSequence | np.random.Generator | None = None) -> None:
+        # Everything is checked and built first, and only then assigned in one
+        # step: a failed (re-)__init__ leaves the model as it was.
+        sizes, activations, dtype = _check_architecture(layer_sizes, activation, dtype)
         rng = np.random.default_rng(seed)
-        for W in self.weights:
-            n_out, n_in = W.shape
-            limit = np.sqrt(6.0 / (n_in + n_out))
-            W[:] = rng.uniform(-limit, limit, size=W.shape)
+        parts = _build(sizes, activations, dtype)
+        _init_weights(parts["_param_views"][0], rng)
+        self.__dict__.update(parts)
 
     # -- architecture -------------------------------------------------------------
 
     @property
-    def layer_sizes(self):
+    def layer_sizes(self) -> tuple[int, ...]:
         """Widths from input to output, as a tuple."""
         return self._sizes
 
     @property
-    def activation(self):
+    def activation(self) -> tuple[str, ...]:
         """The activation of each layer, as a tuple of names."""
         return self._activations
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         """The :class:`numpy.dtype` of parameters and computation."""
         return self._dtype
 
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
         """Number of weight layers (``len(layer_sizes) - 1``)."""
         return len(self._sizes) - 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         acts = self._activations
         activation = acts[0] if len(set(acts)) == 1 else list(acts)
         return (f"MLP({list(self._sizes)}, activation={activation!r}, "
@@ -142,100 +153,114 @@ class MLP:
     # -- parameters and gradients -----------------------------------------------
 
     @property
-    def params(self):
+    def params(self) -> FloatArray:
         """All parameters in one contiguous 1-D buffer (layer by layer: W, b)."""
         return self._engine.params
 
     @property
-    def grads(self):
+    def grads(self) -> FloatArray:
         """All gradients, laid out as :attr:`params`; filled by :meth:`backward`."""
         return self._engine.grads
 
     @property
-    def weights(self):
+    def weights(self) -> tuple[FloatArray, ...]:
         """Writable views of each layer's weight, shape ``(n_out, n_in)``."""
         return self._param_views[0]
 
     @property
-    def biases(self):
+    def biases(self) -> tuple[FloatArray, ...]:
         """Writable views of each layer's bias, shape ``(n_out,)``."""
         return self._param_views[1]
 
     @property
-    def weight_grads(self):
+    def weight_grads(self) -> tuple[FloatArray, ...]:
         """Views of each layer's weight gradient, shape ``(n_out, n_in)``."""
         return self._grad_views[0]
 
     @property
-    def bias_grads(self):
+    def bias_grads(self) -> tuple[FloatArray, ...]:
         """Views of each layer's bias gradient, shape ``(n_out,)``."""
         return self._grad_views[1]
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, FloatArray]]:
         """Yield ``("layer0.weight", W0), ("layer0.bias", b0), ...`` as PyTorch names them."""
-        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
-            yield f"layer{l}.weight", W
-            yield f"layer{l}.bias", b
+        yield from _named_layers(self.weights, self.biases)
 
-    def state_dict(self):
-        """A dict of copies of the parameters, keyed as :meth:`named_parameters`."""
-        return {name: value.copy() for name, value in self.named_parameters()}
+    def state_dict(self) -> dict[str, FloatArray]:
+        """A dict of copies of the parameters, keyed as :meth:`named_parameters`.
 
-    def load_state_dict(self, state_dict):
+        Taken in one step: a call running in another thread (``train_step``,
+        ``fit``'s batches) is seen wholly or not at all.
+        """
+        sizes, _, params = self._snapshot()
+        return {name: value.copy() for name, value in _named_layers(*_layer_views(params, sizes))}
+
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Copy parameters in from a mapping keyed as :meth:`named_parameters`.
 
         Values may be anything :func:`numpy.asarray` takes. A PyTorch model's
         ``state_dict()`` loads directly: one built like the reference
         notebook's (``layer0.weight``, ...), or an ``nn.Sequential`` of
         ``Linear`` and activation modules (``0.weight``, ``2.weight``, ...);
-        see :func:`cmlp.io.layer_state_dict` for how keys are matched.
+        see :func:`layer_state_dict` for how keys are matched.
         Everything is checked before anything is written: missing or
         unexpected keys and wrong shapes raise a ValueError naming them, and
         leave the model unchanged.
-        """
-        from cmlp.io import layer_state_dict
 
+        The values are gathered into one new buffer, which then replaces the
+        parameters in one step: values that are views of the model's own
+        parameters load as if copied first, and a call running in another
+        thread sees the old parameters or the new ones, never a mix.
+        """
         state_dict = layer_state_dict(state_dict)
-        expected = dict(self.named_parameters())
+        flat = np.empty(parameter_count(self._sizes), dtype=self._dtype)
+        expected = dict(_named_layers(*_layer_views(flat, self._sizes)))
         missing = [key for key in expected if key not in state_dict]
         unexpected = [key for key in state_dict if key not in expected]
         if missing or unexpected:
             raise ValueError(f"state_dict keys do not match the model: missing {missing}, "
                              f"unexpected {unexpected}")
-        values = {}
         for key, target in expected.items():
             value = as_real_array(state_dict[key], self._dtype, key)
             if value.shape != target.shape:
                 raise ValueError(f"{key} must have shape {target.shape}, got {value.shape}")
-            values[key] = value
-        for key, target in expected.items():
-            target[...] = values[key]
+            target[...] = value
+        self._engine.restore(flat)
 
     # -- the passes ---------------------------------------------------------------
 
     @property
-    def activations(self):
+    def activations(self) -> list[FloatArray]:
         """``A^(0)`` (the input) ... ``A^(L)`` (the output) of the last forward pass.
 
         Each is ``(n, width)``, a view into a work buffer that the next pass
-        with the same batch size overwrites.
+        with the same batch size overwrites. After a pass on sparse input,
+        ``A^(0)`` is a copy of its batch, a ``scipy.sparse.csr_array``.
         """
-        n = self._engine.batch_size
-        return _batch_views(self._engine.activations_buffer, n, self._sizes)
+        engine = self._engine
+        n = engine.batch_size
+        if engine.sparse_input:
+            batch = engine.sparse_batch()
+            if batch is not None:
+                first = SparseSamples(*batch, self._sizes[0]).to_scipy()
+                return [first] + _batch_views(engine.activations_buffer, n, self._sizes[1:])
+        return _batch_views(engine.activations_buffer, n, self._sizes)
 
     @property
-    def deltas(self):
+    def deltas(self) -> list[FloatArray]:
         """``dL/dz`` of each layer from the last :meth:`backward`, ``(n, n_out_l)``."""
         n = self._engine.batch_size
         return _batch_views(self._engine.deltas_buffer, n, self._sizes[1:])
 
-    def forward(self, X, out=None):
+    def forward(self, X: Samples, out: FloatArray | None = None) -> FloatArray:
         """Run the network on ``X`` and keep the activations for :meth:`backward`.
 
         Parameters
         ----------
-        X : array_like, shape ``(n_in,)`` or ``(n, n_in)``
-            Real numbers; cast to the network's dtype.
+        X : array_like, shape ``(n_in,)`` or ``(n, n_in)``, or scipy.sparse matrix or array
+            Real numbers; cast to the network's dtype. Sparse ``X`` (CSR as it
+            is, any other format converted to CSR once, never densified) goes
+            through the first layer's sparse kernel; see :meth:`fit`.
         out : numpy.ndarray, optional
             C-contiguous array of the output's shape and the network's dtype to
             write into (then nothing is allocated).
@@ -244,13 +269,20 @@ class MLP:
         -------
         numpy.ndarray, shape ``(n_out,)`` or ``(n, n_out)``
         """
+        if type(X) is not np.ndarray and is_sparse(X):
+            return self._engine.sparse_forward(*self._sparse(X).parts, out)
         return self._engine.forward(X, out)
 
-    def predict(self, X, out=None):
+    def predict(self, X: Samples, out: FloatArray | None = None) -> FloatArray:
         """Like :meth:`forward`, but keeps no state: :attr:`activations` are untouched."""
+        if type(X) is not np.ndarray and is_sparse(X):
+            return self._engine.sparse_forward(*self._sparse(X).parts, out, keep=False)
         return self._engine.predict(X, out)
 
-    def backward(self, Y, loss="mse"):
+    def _sparse(self, X):
+        return as_sparse_samples(X, self._sizes[0], self._dtype)
+
+    def backward(self, Y: ArrayLike, loss: str = "mse") -> float:
         """Loss of the last :meth:`forward` against ``Y``; fills the gradients.
 
         Parameters
@@ -268,32 +300,55 @@ class MLP:
         """
         return self._engine.backward(Y, loss)
 
-    def sgd_step(self, lr):
+    def sgd_step(self, lr: float) -> None:
         """``params -= lr * grads``, in place, in one compiled pass."""
         self._engine.sgd_step(lr)
 
-    def train_step(self, X, Y, lr, loss="mse"):
+    def train_step(self, X: Samples, Y: ArrayLike, lr: float, loss: str = "mse") -> float:
         """:meth:`forward`, :meth:`backward` and :meth:`sgd_step` in one compiled call.
 
         Nothing is allocated after the first call with a given batch shape.
-        Returns the loss before the update.
+        Returns the loss before the update. ``X`` may be sparse (see :meth:`fit`).
         """
+        if type(X) is not np.ndarray and is_sparse(X):
+            return self._engine.sparse_train_step(*self._sparse(X).parts, Y, lr, loss)
         return self._engine.train_step(X, Y, lr, loss)
 
     # -- training and persistence ---------------------------------------------------
 
-    def fit(self, X, Y, *, epochs=1, batch_size=32, lr=None, loss="mse", optimizer="sgd",
-            momentum=0.0, nesterov=False, weight_decay=0.0, shuffle=True, seed=None,
-            validation_data=None, early_stopping=None, callbacks=(), verbose=False):
+    def fit(self, X: Samples, Y: ArrayLike, *, epochs: int = 1, batch_size: int = 32,
+            lr: float | None = None, loss: str = "mse",
+            optimizer: str | SGD | Adam | LBFGS = "sgd", momentum: float = 0.0,
+            nesterov: bool = False, weight_decay: float = 0.0, shuffle: bool = True,
+            seed: int | None = None, validation_data: tuple[Samples, ArrayLike] | None = None,
+            early_stopping: int | None = None,
+            callbacks: Sequence[Callable[[int, History], bool | None]] = (),
+            verbose: bool = False, sample_weight: ArrayLike | None = None,
+            alpha: float = 0.0) -> History:
         """Train on ``(X, Y)`` with mini-batches, in place; returns a :class:`cmlp.History`.
 
         Mini-batch SGD (with momentum and Nesterov) or Adam, PyTorch's update
-        rules; each batch's gradient is that of its mean loss; weight decay
+        rules, or full-batch L-BFGS (``optimizer="lbfgs"``, SciPy's); each
+        batch's gradient is that of its (``sample_weight``-weighted) mean loss; weight decay
         applies to biases too, as in PyTorch. Every option is documented in
         :func:`cmlp.training.fit`, which this calls. A non-finite loss raises
         :class:`cmlp.TrainingDivergedError` and restores the parameters of the
         start of that epoch. One model must not be trained from two threads
         at once: a second concurrent ``fit`` raises a RuntimeError.
+
+        ``X`` (and ``validation_data``'s) may be a ``scipy.sparse`` matrix or
+        array, ``csr_matrix``/``csr_array`` read in place, CSC or any other
+        format converted to CSR once (a copy of the nonzeros). It is never
+        densified: the first layer's product ``X W^T`` and gradient
+        ``delta^T X`` are compiled CSR kernels, and each batch's nonzeros are
+        copied into the engine's CSR buffers, sized once per fit for the
+        largest batch (12 bytes a nonzero in float64, 8 in float32, plus a
+        row pointer a sample). Beyond those, the memory is that of dense
+        input without the input's own block of the work buffers:
+        ``batch_size * (2 * sum(layer_sizes[1:]) + 2 * layer_sizes[-1])``
+        values, and the first layer's dense gradient (scikit-learn's too).
+        Results agree with those of the dense ``X`` to rounding (the sums run
+        in another order), not bit for bit.
 
         Examples
         --------
@@ -305,18 +360,15 @@ class MLP:
         >>> net.predict(X).round().ravel()
         array([0., 1., 1., 0.])
         """
-        from cmlp.training import fit
-
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                    optimizer=optimizer, momentum=momentum, nesterov=nesterov,
                    weight_decay=weight_decay, shuffle=shuffle, seed=seed,
                    validation_data=validation_data, early_stopping=early_stopping,
-                   callbacks=callbacks, verbose=verbose)
+                   callbacks=callbacks, verbose=verbose, sample_weight=sample_weight,
+                   alpha=alpha)
 
-    def save(self, path):
+    def save(self, path: str | bytes | os.PathLike | BinaryIO) -> None:
         """Write the network to a ``.npz`` file, atomically; see :func:`cmlp.io.save`."""
-        from cmlp.io import save
-
         save(self, path)
 
     # A network pickles as its architecture and a copy of its parameters; the
@@ -324,17 +376,108 @@ class MLP:
     _ENGINE_ATTRIBUTES = ("_engine", "_param_views", "_grad_views")
 
     def __getstate__(self):
-        state = {key: value for key, value in self.__dict__.items()
+        attributes = dict(self.__dict__)   # one copy: a concurrent re-__init__ cannot tear it
+        state = {key: value for key, value in attributes.items()
                  if key not in self._ENGINE_ATTRIBUTES}
-        state["params"] = self.params.copy()
+        state["params"] = attributes["_engine"].snapshot()   # one step, never half an update
         return state
 
+    def _snapshot(self):
+        """(layer sizes, activations, a copy of params), all of one moment: the
+        parameters between two steps of any other thread's call."""
+        attributes = dict(self.__dict__)
+        return (attributes["_sizes"], attributes["_activations"],
+                attributes["_engine"].snapshot())
+
     def __setstate__(self, state):
+        """Unpickling goes through the checks of __init__: a tampered state raises
+        a TypeError or ValueError and leaves the object as it was."""
+        if not isinstance(state, dict):
+            raise TypeError(f"an MLP's pickled state is a dict, got {type(state).__name__}")
         state = dict(state)
-        params = state.pop("params")
+        try:
+            layer_sizes, activation = state.pop("_sizes"), state.pop("_activations")
+            dtype, params = state.pop("_dtype"), state.pop("params")
+        except KeyError as error:
+            raise ValueError(f"an MLP's pickled state has no {error.args[0]!r} entry") from None
+        sizes, activations, dtype = _check_architecture(layer_sizes, activation, dtype)
+        params = as_real_array(params, dtype, "params")
+        n_params = parameter_count(sizes)
+        if params.shape != (n_params,):
+            raise ValueError(f"params must have shape ({n_params},) for layer_sizes "
+                             f"{list(sizes)}, got {params.shape}")
+        parts = _build(sizes, activations, dtype)
+        parts["_engine"].restore(params)
         self.__dict__.update(state)
-        self._build_engine()
-        self._engine.params[...] = params
+        self.__dict__.update(parts)
+
+
+_LAYER_KEY = re.compile(r"layer\d+\.(weight|bias)")
+
+
+def layer_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename a PyTorch-style state dict to cmlp's ``layer{l}.weight`` / ``layer{l}.bias`` keys.
+
+    Accepted: cmlp's own names (returned as they are); the keys of an
+    ``nn.Sequential`` of ``Linear`` and activation modules (``0.weight``,
+    ``0.bias``, ``2.weight``, ..., possibly under a common prefix such as
+    ``net.0.weight``), ordered by index; and any other ``<name>.weight`` /
+    ``<name>.bias`` pairs, taken in the mapping's order (a torch
+    ``state_dict`` lists modules in the order they were registered).
+
+    Raises
+    ------
+    ValueError
+        A key that is not a ``.weight`` or ``.bias``, or a layer missing one.
+    """
+    keys = list(state_dict)
+    if all(_LAYER_KEY.fullmatch(key) for key in keys):
+        return dict(state_dict)
+    prefixes = []
+    for key in keys:
+        prefix, dot, kind = key.rpartition(".")
+        if not dot or kind not in ("weight", "bias"):
+            raise ValueError(f"unexpected state_dict key {key!r}: a network of Linear layers "
+                             "has only '<layer>.weight' and '<layer>.bias' keys")
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    parents = {prefix.rpartition(".")[0] for prefix in prefixes}
+    if len(parents) == 1 and all(prefix.rpartition(".")[2].isdigit() for prefix in prefixes):
+        prefixes.sort(key=lambda prefix: int(prefix.rpartition(".")[2]))
+    renamed = {}
+    for l, prefix in enumerate(prefixes):
+        for kind in ("weight", "bias"):
+            if f"{prefix}.{kind}" not in state_dict:
+                raise ValueError(f"state_dict has no {prefix}.{kind!s}: cmlp layers need both "
+                                 "a weight and a bias")
+            renamed[f"layer{l}.{kind}"] = state_dict[f"{prefix}.{kind}"]
+    return renamed
+
+
+def _check_architecture(layer_sizes, activation, dtype):
+    """(sizes, activations, dtype) checked, the buffers' size included."""
+    sizes = _check_sizes(layer_sizes)
+    activations = _check_activations(activation, len(sizes) - 1)
+    dtype = check_float_dtype(dtype)
+    check_parameter_bytes(sizes, dtype)
+    return sizes, activations, dtype
+
+
+def _build(sizes, activations, dtype):
+    """The attributes of a model of this architecture, zeroed parameters: the
+    compiled engine and the per-layer views of its buffers."""
+    engine = Engine(sizes, [ACTIVATIONS[a] for a in activations], dtype)
+    return {"_sizes": sizes, "_activations": activations, "_dtype": dtype, "_engine": engine,
+            "_param_views": _layer_views(engine.params, sizes),
+            "_grad_views": _layer_views(engine.grads, sizes)}
+
+
+def _init_weights(weights, rng):
+    """Glorot-uniform, layer by layer, drawn in float64."""
+    for W in weights:
+        n_out, n_in = W.shape
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        W[:] = rng.uniform(-limit, limit, size=W.shape)
 
 
 def _check_sizes(layer_sizes):
@@ -346,9 +489,7 @@ def _check_sizes(layer_sizes):
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}") from None
     if not exact:
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
-    if len(sizes) < 2 or min(sizes) < 1 or max(sizes) > _MAX_WIDTH:
-        raise ValueError("layer_sizes must hold at least two widths, each from 1 to "
-                         f"{_MAX_WIDTH}, got {list(sizes)}")
+    check_widths(sizes, "layer_sizes")
     return sizes
 
 
@@ -370,16 +511,6 @@ def _check_activations(activation, n_layers):
     return tuple(names)
 
 
-def _check_dtype(dtype):
-    try:
-        dtype = np.dtype(dtype)
-    except (TypeError, ValueError, SyntaxError):  # NumPy parses strings: "f8,," is a SyntaxError
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
 def _layer_views(buffer, sizes):
     """(weights, biases) of each layer as views into a flat buffer."""
     weights, biases, start = [], [], 0
@@ -389,6 +520,13 @@ def _layer_views(buffer, sizes):
         biases.append(buffer[start:start + n_out])
         start += n_out
     return tuple(weights), tuple(biases)
+
+
+def _named_layers(weights, biases):
+    """``("layer0.weight", W0), ("layer0.bias", b0), ...``: PyTorch's names for them."""
+    for l, (W, b) in enumerate(zip(weights, biases)):
+        yield f"layer{l}.weight", W
+        yield f"layer{l}.bias", b
 
 
 def _batch_views(buffer, n, widths):
