@@ -207,8 +207,10 @@ plot_rcparams = {"figure.dpi": 96, "font.size": 10, "savefig.bbox": "tight",
 
 # -- HTML ---------------------------------------------------------------------
 # The copy button copies code without the ">>> " and "... " prompts, and
-# without the printed output, so what is copied runs as it is.
-copybutton_prompt_text = r">>> |\.\.\. "
+# without the printed output, so what is copied runs as it is. A bare "..."
+# (the blank line that ends a loop) is copied as an empty line: the plain
+# python prompt needs it before the next statement (tests/test_newcomer.py).
+copybutton_prompt_text = r">>> |\.\.\. |\.\.\.$"
 copybutton_prompt_is_regexp = True
 html_theme = "furo"
 html_title = f"cmlp {release}"

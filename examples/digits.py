@@ -9,7 +9,6 @@ Run it with ``python examples/digits.py`` (needs scikit-learn);
 ``--help`` lists its options.
 """
 import argparse
-
 import sys
 
 import numpy as np
@@ -22,7 +21,7 @@ def parse_args(argv=None):
         description="Train a 64-64-10 network on scikit-learn's bundled handwritten digits "
                     "(1,797 8x8 images, no download) with Adam and early stopping, report the "
                     "test accuracy, then save the network and load it back.",
-        epilog="Needs scikit-learn (pip install 'cmlp[sklearn]').")
+        epilog="Needs scikit-learn (pip install scikit-learn).")
     parser.add_argument("--epochs", type=int, default=200,
                         help="most epochs to train (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=10,
@@ -43,7 +42,7 @@ def main(argv=None):
         from sklearn.model_selection import train_test_split
     except ModuleNotFoundError:
         sys.exit("examples/digits.py needs scikit-learn, which is not installed: "
-                 "pip install 'cmlp[sklearn]'")
+                 "pip install scikit-learn")
     X, y = load_digits(return_X_y=True)
     X = X / 16.0  # grey levels 0..16 -> [0, 1]
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0,

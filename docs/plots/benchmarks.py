@@ -16,9 +16,10 @@ cases = [c for c in report["cases"] if any(r["case"] == c for r in steps)]
 engines = [e for e in ENGINE_COLOURS if any(e in r["median_s"] for r in steps)]
 height = 0.8 / len(engines)
 
-# One panel per dtype, stacked: about 5 inches wide, so that a phone shows the
-# labels legibly.
-fig, axes = plt.subplots(len(dtypes), 1, figsize=(5.2, (1.0 + 0.6 * len(cases)) * len(dtypes) + 0.5),
+# One panel per dtype, stacked, under 5 inches wide with short labels (the
+# cases' layer sizes are in the text under the chart), so that a phone, which
+# shows it about 370 px wide, keeps its 10 pt text legible.
+fig, axes = plt.subplots(len(dtypes), 1, figsize=(4.4, (1.0 + 0.6 * len(cases)) * len(dtypes) + 0.5),
                          sharex=True, squeeze=False, layout="constrained")
 axes = axes.T  # axes[0] runs over the dtypes, as the loops below read it
 for ax, dtype in zip(axes[0], dtypes):
@@ -36,13 +37,13 @@ for ax, dtype in zip(axes[0], dtypes):
         ax.plot(floor, k, "k|", markersize=22, markeredgewidth=2, label="GEMM floor")
     ax.set_xscale("log")
     if ax is axes[0][-1]:
-        ax.set_xlabel("median seconds per step (log scale)")
-    ax.set_title(f"{dtype}, 1 BLAS thread")
+        ax.set_xlabel("median seconds per step (log scale)", fontsize=10)
+    ax.set_title(f"{dtype}, 1 BLAS thread", fontsize=11)
     ax.grid(True, axis="x", which="major", alpha=0.3)
 for ax in axes[0]:
     ax.set_yticks(np.arange(len(cases)),
-                  [f"{c}\n{report['cases'][c]['layer_sizes']}, batch "
-                   f"{report['cases'][c]['batch_size']}" for c in cases], fontsize=8)
+                  [f"{c}\nbatch {report['cases'][c]['batch_size']}" for c in cases], fontsize=10)
+    ax.tick_params(axis="x", labelsize=10)
     ax.invert_yaxis()
 legend = {}
 for ax in axes[0]:
@@ -50,4 +51,4 @@ for ax in axes[0]:
         legend.setdefault(label, handle)
 order = [label for label in [*engines, "GEMM floor"] if label in legend]
 fig.legend([legend[label] for label in order], order, loc="outside lower center",
-           ncol=min(len(order), 3), fontsize=8, frameon=False)
+           ncol=min(len(order), 3), fontsize=10, frameon=False)
