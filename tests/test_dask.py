@@ -5,6 +5,9 @@ Each test starts its own two-process LocalCluster on the loopback interface
 it down after. Skipped without dask.distributed (``pip install cmlp[dask]``).
 """
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +81,30 @@ def test_models_trained_by_client_map_come_back_as_local_ones(client):
         local = train(seed)
         assert net.params.tobytes() == local.params.tobytes()
         assert cmlp.load(io.BytesIO(data)).params.tobytes() == local.params.tobytes()
+
+
+@pytest.mark.slow
+@pytest.mark.spawns_python
+def test_the_scaling_out_page_runs_as_written():
+    """docs/guide/scaling.rst's Python examples, in order, as one session (a fresh
+    interpreter, as if pasted into its prompt): each starts and stops its own
+    two-process LocalCluster on loopback."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "guide" / "scaling.rst"
+    blocks = []
+    for block in page.read_text(encoding="utf-8").split(".. code-block:: python")[1:]:
+        lines = []
+        for line in block.splitlines()[1:]:
+            if line and not line.startswith("   "):
+                break
+            lines.append(line[3:])
+        blocks.append("\n".join(lines))
+    assert len(blocks) == 3
+    check = ("\nassert search.best_score_ > 0.9, search.best_score_"
+             "\nassert [m.params.tobytes() for m in models] == [n.params.tobytes() for n in nets]"
+             "\nassert train_one_thread(0).params.tobytes() == train(0).params.tobytes()"
+             "\nprint('ran')\n")
+    # python -c, not stdin: like an interactive prompt, -c gives the main module
+    # no file, which the worker processes would otherwise try to import.
+    done = subprocess.run([sys.executable, "-c", "\n".join(blocks) + check], text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.endswith("ran\n"), done.stderr[-3000:]

@@ -20,15 +20,15 @@ from cmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 from cmlp.training import TrainingDivergedError  # noqa: E402
 
 # Fits that stop at max_iter warn, as scikit-learn's do, and so does R² on a
-# held-out set of one sample (scikit-learn's checks fit such tiny sets with
-# early stopping); that is not what is tested here.
+# held-out set of too few distinct targets; that is not what is tested here.
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
               pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")]
 
 
 @parametrize_with_checks([MLPRegressor(), MLPClassifier(),
                           MLPClassifier(solver="sgd", learning_rate_init=0.05, dtype="float32"),
-                          MLPRegressor(early_stopping=True, max_iter=50, random_state=0)])
+                          MLPRegressor(early_stopping=True, validation_fraction=0.2, max_iter=50,
+                                       random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
     run_check(estimator, check)
 
@@ -125,7 +125,8 @@ def test_partial_fit_runs_one_epoch_and_carries_the_optimizer_state():
     assert stepped.n_iter_ == 1 and len(stepped.loss_curve_) == 1
     for _ in range(4):
         stepped.partial_fit(X, y)
-    assert stepped.n_iter_ == 5
+    # As scikit-learn's: n_iter_ is the last call's epochs, loss_curve_ and t_ go on.
+    assert stepped.n_iter_ == 1 and len(stepped.loss_curve_) == 5 and stepped.t_ == 5 * len(X)
     # Five one-epoch calls are five epochs of one fit: the Adam state and the
     # shuffling stream carry over from call to call.
     whole = MLPClassifier((8,), learning_rate_init=0.01, batch_size=16, random_state=3, max_iter=5).fit(X, y)
@@ -151,7 +152,8 @@ def test_warm_start_continues_and_cold_start_restarts():
     model.fit(X, y)
     first = model.net_.params.copy()
     model.fit(X, y)
-    assert model.n_iter_ == 10 and len(model.loss_curve_) == 10
+    # scikit-learn's n_iter_: the epochs of the last fit (loss_curve_ holds all).
+    assert model.n_iter_ == 5 and len(model.loss_curve_) == 10
     assert model.loss_curve_[5] < model.loss_curve_[0]
     model.set_params(warm_start=False).fit(X, y)
     assert model.n_iter_ == 5
@@ -402,10 +404,91 @@ def test_a_continued_fit_that_diverges_keeps_the_model_it_continued(continue_fit
         getattr(model, continue_fit)(X, y * 1e4)
     # As the error says: the parameters are those at the start of epoch 0.
     assert raised.value.history.epochs == 0
-    assert model.n_iter_ == 3 and model.loss_curve_ == curve
+    # n_iter_ counts the failing call's epochs before the failure (scikit-learn's
+    # n_iter_ is the last call's); loss_curve_ the model's.
+    assert model.n_iter_ == 0 and model.loss_curve_ == curve
     np.testing.assert_array_equal(model.net_.params, before)
     model.partial_fit(X, y / 100)   # and it goes on from there
-    assert model.n_iter_ == 4
+    assert model.n_iter_ == 1 and len(model.loss_curve_) == 4
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_n_iter_counts_the_last_fits_iterations(Estimator, solver):
+    # test_warm_start_full_iteration and test_mlp_warm_start_no_convergence:
+    # a warm-started fit runs max_iter more and n_iter_ counts its own.
+    X, y = iris()
+    model = Estimator(hidden_layer_sizes=(4,), solver=solver, warm_start=True, max_iter=10,
+                      n_iter_no_change=np.inf, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, y)
+    assert model.n_iter_ == 10
+    model.set_params(max_iter=20)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, y)
+    assert model.n_iter_ == 20 and len(model.loss_curve_) == 30
+    if solver != "lbfgs":
+        assert model.t_ == 30 * len(X)
+        model.partial_fit(X, y)
+        assert model.n_iter_ == 1 and len(model.loss_curve_) == 31
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "constant"])
+def test_a_warm_started_fit_sets_the_rate_from_every_sample_seen(schedule):
+    # test_learning_rate_warmstart: the second fit's invscaling rate counts the
+    # first fit's samples too (t_ = 8).
+    X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
+    model = MLPClassifier(hidden_layer_sizes=4, solver="sgd", learning_rate=schedule,
+                          max_iter=1, power_t=0.25, warm_start=True)
+    model.fit(X, y)
+    first = model._learning_rate
+    model.fit(X, y)
+    if schedule == "constant":
+        assert model._learning_rate == first == model.learning_rate_init
+    else:
+        assert model._learning_rate == model.learning_rate_init / pow(8 + 1, model.power_t)
+
+
+def test_a_diverging_fit_with_early_stopping_raises_the_divergence_and_leaves_no_model():
+    # test_mlp_diverging_loss: the held-out score of a diverged network is NaN (as
+    # scikit-learn's), not r2_score's "Input contains NaN"; the divergence then
+    # raises TrainingDivergedError (where scikit-learn returns its best weights)
+    # and a fresh fit leaves no model.
+    X, y = load_iris(return_X_y=True)
+    model = MLPRegressor(hidden_layer_sizes=100, activation="identity", solver="sgd",
+                         learning_rate_init=1, max_iter=20, early_stopping=True, random_state=0)
+    with pytest.raises(TrainingDivergedError):
+        model.fit(X, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(model)
+    for Estimator, targets in ((MLPRegressor, y), (MLPClassifier, y)):
+        fitted = Estimator(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, targets)
+        fitted.net_.params[:] = np.inf
+        encoded = fitted._encode_targets(targets, False, None)
+        assert np.isnan(fitted._held_out_score(X, encoded, None))
+
+
+def test_a_validation_set_of_one_sample_is_refused():
+    # test_minimum_input_sample_size
+    X, y = make_regression(n_samples=2, n_features=5, random_state=0)
+    with pytest.raises(ValueError, match="The validation set is too small"):
+        MLPRegressor(early_stopping=True, random_state=0).fit(X, y)
+    X, y = make_regression(n_samples=10, n_features=5, random_state=0)
+    with pytest.raises(ValueError, match="The validation set is too small"):
+        MLPRegressor(early_stopping=True, random_state=0).fit(X, y)
+    MLPRegressor(early_stopping=True, validation_fraction=0.2, max_iter=5,
+                 random_state=0).fit(X, y)
+
+
+def test_partial_fit_after_an_early_stopping_fit_runs_one_epoch_without_a_score():
+    # test_mlp_partial_fit_after_fit: scikit-learn refuses partial_fit with
+    # early_stopping=True; cmlp runs the one epoch (there is nothing to stop)
+    # and keeps no held-out score for it.
+    X, y = iris()
+    model = MLPClassifier((8,), early_stopping=True, max_iter=20, random_state=0).fit(X, y)
+    scores = list(model.validation_scores_)
+    model.partial_fit(X, y)
+    assert model.n_iter_ == 1 and model.validation_scores_ == scores
 
 
 def test_predict_log_proba_is_the_log_of_predict_proba():
@@ -444,6 +527,21 @@ def test_the_constructor_is_scikit_learns(ours, theirs):
         assert mine[name].default == parameter.default, name
     assert [name for name in mine][-len(CMLP_ONLY):] == list(CMLP_ONLY)
     assert all(mine[name].kind == inspect.Parameter.KEYWORD_ONLY for name in CMLP_ONLY)
+
+
+def test_the_guide_lists_every_parameter_of_scikit_learns_mlps():
+    import inspect
+    from pathlib import Path
+
+    import sklearn.neural_network
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "sklearn.rst").read_text(
+        encoding="utf-8")
+    table = page.split(".. list-table::", 1)[1].split("\nSparse input", 1)[0]
+    listed = set(re.findall(r"^   \* - ``(\w+)``(?:, ``(\w+)``)?", table, flags=re.M))
+    listed = {name for row in listed for name in row if name}
+    for Estimator in (sklearn.neural_network.MLPRegressor, sklearn.neural_network.MLPClassifier):
+        assert set(inspect.signature(Estimator).parameters) <= listed
 
 
 def test_code_written_for_scikit_learn_runs_unchanged():
@@ -541,6 +639,17 @@ def test_weights_act_as_repetitions():
     assert weighted.n_iter_ == repeated.n_iter_
 
 
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_lbfgs_stops_at_max_fun_and_warns(Estimator):
+    # test_lbfgs_classification_maxfun and test_lbfgs_regression_maxfun
+    X, y = iris()
+    model = Estimator(solver="lbfgs", hidden_layer_sizes=50, max_iter=150, max_fun=10,
+                      random_state=1)
+    with pytest.warns(ConvergenceWarning, match="max_fun"):
+        model.fit(X, y)
+    assert 1 <= model.n_iter_ <= 10 and len(model.loss_curve_) == model.n_iter_
+
+
 def test_lbfgs_has_no_partial_fit_as_scikit_learns():
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
     assert hasattr(MLPClassifier(solver="adam"), "partial_fit")
@@ -560,10 +669,19 @@ def scikit_learn_twin(ours, reference_class, X, y, **settings):
 @pytest.mark.parametrize("Estimator, reference_class, data", [
     (MLPRegressor, "MLPRegressor", "regression"),
     (MLPClassifier, "MLPClassifier", "iris"),
+    (MLPClassifier, "MLPClassifier", "multilabel"),
 ])
 def test_lbfgs_follows_scikit_learns_lbfgs_from_the_same_start(Estimator, reference_class, data):
+    # Multi-label: cmlp's "bce" is 1/k of scikit-learn's loss, the estimator
+    # scales alpha, tol and the losses it reports so that the fit is scikit-learn's.
     if data == "iris":
         X, y = iris()
+    elif data == "multilabel":
+        from sklearn.datasets import make_multilabel_classification
+
+        X, y = make_multilabel_classification(n_samples=80, n_features=6, n_classes=4,
+                                              random_state=0)
+        X = StandardScaler().fit_transform(X)
     else:
         X, y = make_regression(n_samples=120, n_features=4, noise=1, random_state=0)
         y = y / 100
@@ -581,6 +699,35 @@ def test_lbfgs_follows_scikit_learns_lbfgs_from_the_same_start(Estimator, refere
     ours.fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
-    np.testing.assert_allclose(ours.predict(X) if data != "iris" else ours.predict_proba(X),
-                               theirs.predict(X) if data != "iris" else theirs.predict_proba(X),
+    regression = data == "regression"
+    np.testing.assert_allclose(ours.predict(X) if regression else ours.predict_proba(X),
+                               theirs.predict(X) if regression else theirs.predict_proba(X),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_multi_label_sgd_takes_scikit_learns_steps():
+    # test_multilabel_classification: the same rate and alpha as scikit-learn's give its
+    # steps (cmlp's "bce" is 1/k of scikit-learn's loss; the estimator scales the rate).
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(n_samples=50, random_state=0, return_indicator=True)
+    settings = dict(hidden_layer_sizes=(20,), activation="logistic", solver="sgd", alpha=1e-3,
+                    learning_rate_init=0.2, momentum=0, batch_size=50, shuffle=False,
+                    max_iter=5, random_state=0)
+    start = MLPClassifier(**{**settings, "max_iter": 1}).fit(X, Y)
+    theirs = scikit_learn_twin(start, "MLPClassifier", X, Y, **settings)
+    ours = MLPClassifier(**{**settings, "warm_start": True})
+    ours.net_ = start.net_
+    vars(ours).update({name: value for name, value in vars(start).items()
+                       if name.endswith("_") or name.startswith("_")})
+    ours.loss_curve_ = []
+    ours.fit(X, Y)
+    theirs.loss_curve_ = []
+    theirs.fit(X, Y)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+    model = MLPClassifier(solver="sgd", hidden_layer_sizes=50, activation="logistic",
+                          alpha=1e-5, learning_rate_init=0.2, random_state=0)
+    for _ in range(100):
+        model.partial_fit(X, Y, classes=[0, 1, 2, 3, 4])
+    assert model.score(X, Y) > 0.9   # scikit-learn's threshold (0.88 before the scaling)

@@ -290,6 +290,27 @@ def test_fit_does_not_densify():
         assert peak < 20e6, peak
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("options", [dict(solver="lbfgs", max_iter=5),
+                                     dict(solver="adam", max_iter=2, early_stopping=True),
+                                     dict(solver="sgd", max_iter=2, batch_size=10)])
+def test_estimators_and_lbfgs_do_not_densify(options):
+    """The estimators (their validation, the early-stopping split) and full-batch
+    L-BFGS keep X sparse: a dense copy would be 64 MB. Two hidden units: SciPy's
+    L-BFGS-B keeps 25 float64 vectors of the parameters (8 MB of 40,000 here)."""
+    sk = pytest.importorskip("cmlp.sklearn")
+    rng = np.random.default_rng(0)
+    X = scipy_sparse.random(400, 20000, density=0.01, format="csr", random_state=rng)
+    y = rng.integers(0, 2, 400)
+    model = sk.MLPClassifier((2,), random_state=0, **options)
+    tracemalloc.start()
+    model.fit(X, y)
+    model.predict_proba(X)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20e6, peak
+
+
 # ---------------------------------------------------------------------------
 # Malformed CSR arrays: an exception, never a crash
 # ---------------------------------------------------------------------------

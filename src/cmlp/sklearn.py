@@ -21,7 +21,15 @@ parameters follow scikit-learn's: ``weight_decay`` (PyTorch's L2 decay) and
   value for one output and ``n_outputs_`` times it for several (scikit-learn
   reports the mean over the outputs but follows the sum's gradient);
 * a binary classifier has a softmax output of two units, not one logistic
-  unit: the same loss, another parametrisation.
+  unit: the same loss, another parametrisation;
+* a multi-label classifier minimises :class:`torch.nn.BCELoss`, the mean over
+  the ``k`` labels as well as the samples, ``1 / k`` of scikit-learn's loss (a
+  sum over the labels): the estimator divides ``alpha`` by ``k`` and
+  multiplies SGD's rate by ``k`` (divides Adam's ``epsilon`` and the L-BFGS
+  ``tol`` by ``k``), so the same settings take scikit-learn's steps, and it
+  reports scikit-learn's loss in ``loss_``, ``loss_curve_`` and ``best_loss_``;
+* the network trains in ``dtype`` whatever the dtype of ``X`` (scikit-learn's
+  in float32 when ``X`` is float32).
 
 ``alpha`` is scikit-learn's penalty, ``alpha / 2 * sum(W**2)`` over the weight
 matrices divided by the batch's samples (or summed ``sample_weight``).
@@ -34,8 +42,11 @@ parameter buffer (:class:`cmlp.LBFGS`), with ``max_iter``, ``max_fun`` and
 A fit whose loss becomes NaN or infinite raises
 :class:`cmlp.TrainingDivergedError`. A fresh fit then leaves the estimator
 unfitted; a warm-started fit or ``partial_fit`` leaves it at the start of
-the failing epoch, as the error says, with ``n_iter_`` and ``loss_curve_``
-counting the epochs before it.
+the failing epoch, as the error says, with ``loss_curve_`` holding the epochs
+before it and ``n_iter_`` counting those of the failing call. With
+``early_stopping``, a held-out score that cannot be computed (the network's
+outputs are no longer finite) is recorded as NaN, as scikit-learn records it,
+and is no improvement.
 
 Sparse ``X`` (``scipy.sparse`` matrices and arrays, as scikit-learn's MLP
 takes) is never densified: CSR is read in place, CSC and the other formats
@@ -141,8 +152,9 @@ _PARAMETERS_DOC = """
         label per sample), score it after every epoch with the estimator's
         ``score`` (accuracy; R² for the regressor; weighted by the held-out
         ``sample_weight``), stop by ``tol`` and ``n_iter_no_change``, and
-        keep the parameters of the best score. SGD and Adam only;
-        ``partial_fit`` ignores it.
+        keep the parameters of the best score. A held-out set of fewer than
+        two samples raises ``ValueError``. SGD and Adam only;
+        ``partial_fit`` ignores it (scikit-learn's raises ``ValueError``).
     validation_fraction : float, default 0.1
         Share of the samples held out for ``early_stopping``.
     beta_1, beta_2 : float, default 0.9, 0.999
@@ -157,7 +169,8 @@ _PARAMETERS_DOC = """
         cmlp's addition: PyTorch's L2 decay, ``weight_decay * p`` added to
         every gradient, biases included (SGD and Adam).
     dtype : {"float64", "float32"}, default "float64"
-        cmlp's addition: precision of the network.
+        cmlp's addition: precision of the network, whatever the dtype of
+        ``X`` (which is converted to it).
 """
 
 _FIT_DOC = """
@@ -179,8 +192,10 @@ _ATTRIBUTES_DOC = """
         The training loss of the last epoch (with "lbfgs", at the solution),
         the ``alpha`` penalty included.
     n_iter_ : int
-        Epochs (with "lbfgs", iterations) run, summed over :meth:`fit` calls
-        with ``warm_start`` and ``partial_fit`` calls.
+        Epochs (with "lbfgs", iterations) run by the last call, as in
+        scikit-learn: a warm-started :meth:`fit` counts its own, and each
+        ``partial_fit`` sets it to 1 (``loss_curve_`` and ``t_`` go on
+        across calls).
     t_ : int or float
         Samples seen by the stochastic solvers, as "invscaling" counts them
         (a sample of weight ``w`` as ``w`` samples).
@@ -264,6 +279,14 @@ class _MLPEstimator(BaseEstimator):
     def _is_stochastic(self):
         return self.solver in ("sgd", "adam")
 
+    def _loss_scale(self):
+        """scikit-learn's loss over the one cmlp minimises: 1 but for multi-label targets."""
+        return 1.0
+
+    def _rate_scale(self):
+        """SGD's rate over scikit-learn's: the loss scale, so that the steps are its."""
+        return self._loss_scale() if self.solver == "sgd" else 1.0
+
     # -- training ----------------------------------------------------------------
 
     def _train(self, X, y, sample_weight, *, incremental, classes=None):
@@ -301,7 +324,8 @@ class _MLPEstimator(BaseEstimator):
             history = self.net_.fit(X, Y, epochs=epochs, batch_size=batch_size,
                                     loss=self._loss, optimizer=optimizer, shuffle=self.shuffle,
                                     seed=self._rng, callbacks=callbacks, verbose=self.verbose,
-                                    sample_weight=sample_weight, alpha=self._alpha())
+                                    sample_weight=sample_weight,
+                                    alpha=self._alpha() / self._loss_scale())
         except TrainingDivergedError as error:
             # A fresh fit that diverged leaves no model. A continued one keeps
             # what the error says: the epochs before the failing one, whose
@@ -321,21 +345,24 @@ class _MLPEstimator(BaseEstimator):
 
     def _train_lbfgs(self, X, Y, sample_weight, fresh):
         """scikit-learn's L-BFGS: max_iter iterations, max_fun evaluations, gtol = tol."""
-        solver = LBFGS(max_fun=_check_int("max_fun", self.max_fun, 1), tol=_check_tol(self.tol))
+        scale = self._loss_scale()
+        solver = LBFGS(max_fun=_check_int("max_fun", self.max_fun, 1),
+                       tol=_check_tol(self.tol) / scale)
         try:
             history = self.net_.fit(X, Y, epochs=_check_int("max_iter", self.max_iter, 1),
                                     loss=self._loss, optimizer=solver,
-                                    sample_weight=sample_weight, alpha=self._alpha())
+                                    sample_weight=sample_weight, alpha=self._alpha() / scale)
         except TrainingDivergedError:
             if fresh:
                 self._forget_fit()
             raise
-        self.n_iter_ += history.epochs
-        self.loss_curve_ += history.loss
-        if history.loss:
-            self.loss_ = history.loss[-1]
+        self.n_iter_ = history.epochs
+        losses = [loss * scale for loss in history.loss]
+        self.loss_curve_ += losses
+        if losses:
+            self.loss_ = losses[-1]
             best = np.inf if self.best_loss_ is None else self.best_loss_
-            self.best_loss_ = min(best, min(history.loss))
+            self.best_loss_ = min(best, min(losses))
         if history.stop_reason != "converged":
             warnings.warn(f"{type(self).__name__}: lbfgs failed to converge after "
                           f"{history.epochs} iterations ({history.stop_reason or 'max_iter'} "
@@ -343,12 +370,13 @@ class _MLPEstimator(BaseEstimator):
         return self
 
     def _record(self, history, optimizer):
-        self.n_iter_ += history.epochs
-        self.loss_curve_ += history.loss
+        # scikit-learn's n_iter_: the epochs of this call, not of the model.
+        self.n_iter_ = history.epochs
+        self.loss_curve_ += [loss * self._loss_scale() for loss in history.loss]
         if self.loss_curve_:
             self.loss_ = self.loss_curve_[-1]
         self._optimizer_state = optimizer.state_dict()
-        self._learning_rate = optimizer.lr
+        self._learning_rate = optimizer.lr / self._rate_scale()
 
     def _forget_fit(self):
         """Back to unfitted: every fitted attribute (``name_``) and the training state go."""
@@ -403,16 +431,18 @@ class _MLPEstimator(BaseEstimator):
         lr = self.learning_rate_init
         if incremental and getattr(self, "_learning_rate", None) is not None:
             lr = self._learning_rate
+        scale = self._loss_scale()
         if self.solver == "sgd":
-            return make_optimizer(self.net_, "sgd", lr=lr, momentum=self.momentum,
+            return make_optimizer(self.net_, "sgd", lr=lr * self._rate_scale(),
+                                  momentum=self.momentum,
                                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
-                                  weight_decay=self.weight_decay)
+                                  weight_decay=self.weight_decay / scale)
         for name in ("beta_1", "beta_2"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and 0 <= value < 1):
                 raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
         return Adam(self.net_.params, self.net_.grads, lr=lr, betas=(self.beta_1, self.beta_2),
-                    eps=self.epsilon, weight_decay=self.weight_decay)
+                    eps=self.epsilon / scale, weight_decay=self.weight_decay / scale)
 
     def _hold_out(self, X, Y, sample_weight):
         fraction = self.validation_fraction
@@ -425,6 +455,10 @@ class _MLPEstimator(BaseEstimator):
         parts = train_test_split(*arrays, test_size=fraction, random_state=self._split_seed,
                                  stratify=stratify)
         X_train, X_val, Y_train, Y_val = parts[:4]
+        if X_val.shape[0] < 2:
+            # scikit-learn's error: a score of one sample is no score (R² is undefined).
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
         w_train, w_val = parts[4:] if sample_weight is not None else (None, None)
         return _HeldOut(X_train, Y_train, w_train, X_val, Y_val, w_val, self.net_._engine.snapshot())
 
@@ -439,16 +473,18 @@ class _MLPEstimator(BaseEstimator):
         patience = _check_patience(self.n_iter_no_change)
         adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
         invscaling = self.solver == "sgd" and self.learning_rate == "invscaling"
+        rate_scale = self._rate_scale()
 
         def end_of_epoch(epoch, history):
             self.t_ += samples_per_epoch
             if stops:
                 self._update_no_improvement_count(history, held_out, tol)
             if invscaling:
-                optimizer.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                optimizer.lr = (rate_scale * float(self.learning_rate_init)
+                                / (self.t_ + 1) ** self.power_t)
             if self._no_improvement_count <= patience:
                 return False
-            if adaptive and optimizer.lr > _SMALLEST_ADAPTIVE_RATE:
+            if adaptive and optimizer.lr / rate_scale > _SMALLEST_ADAPTIVE_RATE:
                 optimizer.lr = optimizer.lr / 5.0
                 self._no_improvement_count = 0
                 return False
@@ -462,15 +498,16 @@ class _MLPEstimator(BaseEstimator):
         early stopping the parameters of the best score are kept, even when it
         beat the one before by less than ``tol``."""
         if held_out is None:
-            loss = history.loss[-1]
+            loss = history.loss[-1] * self._loss_scale()
             self._no_improvement_count = (self._no_improvement_count + 1
                                           if loss > self.best_loss_ - tol else 0)
             self.best_loss_ = min(self.best_loss_, loss)
             return
         score = self._held_out_score(held_out.X_val, held_out.Y_val, held_out.w_val)
         self.validation_scores_.append(score)
-        self._no_improvement_count = (self._no_improvement_count + 1
-                                      if score < self.best_validation_score_ + tol else 0)
+        # A NaN score (a diverged network) is no improvement either.
+        self._no_improvement_count = (0 if score >= self.best_validation_score_ + tol
+                                      else self._no_improvement_count + 1)
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
             self.net_._engine.snapshot(held_out.best_params)
@@ -556,7 +593,10 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
         return out.ravel() if self.n_outputs_ == 1 else out
 
     def _held_out_score(self, X_val, Y_val, w_val):
-        return r2_score(Y_val, self.net_.predict(X_val), sample_weight=w_val)
+        predictions = self.net_.predict(X_val)
+        if not np.isfinite(predictions).all():
+            return float("nan")   # as scikit-learn's: the score of a diverged network
+        return float(r2_score(Y_val, predictions, sample_weight=w_val))
 
     def _encode_targets(self, y, fresh, classes):
         if self.loss != "squared_error":
@@ -614,6 +654,13 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     def _loss(self):
         return "bce" if self.out_activation_ == "sigmoid" else "cross_entropy"
 
+    def _loss_scale(self):
+        """Multi-label targets: cmlp's "bce" is the mean over the k labels too, scikit-learn's
+        loss their sum. cmlp minimises 1/k of scikit-learn's objective (alpha / k): SGD
+        takes k times the rate, Adam epsilon / k, L-BFGS tol / k, and the losses reported
+        are k times cmlp's, so that the steps, the stops and the numbers are scikit-learn's."""
+        return float(self.n_outputs_) if self.out_activation_ == "sigmoid" else 1.0
+
     def fit(self, X, y, sample_weight=None):
         """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``); returns self.
 """ + _FIT_DOC + """        """
@@ -651,6 +698,8 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     def _held_out_score(self, X_val, Y_val, w_val):
         """Accuracy; for multi-label targets, the share of rows with every label right."""
         probabilities = self.net_.predict(X_val)
+        if not np.isfinite(probabilities).all():
+            return float("nan")   # as scikit-learn's: the score of a diverged network
         if self.out_activation_ == "sigmoid":
             return float(accuracy_score(Y_val > 0.5, probabilities > 0.5, sample_weight=w_val))
         return float(accuracy_score(Y_val, np.argmax(probabilities, axis=1),
