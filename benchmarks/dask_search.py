@@ -25,23 +25,15 @@ import contextlib
 import time
 import warnings
 
-import joblib
 import numpy as np
-import psutil
-from sklearn import neural_network
-from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
-
-import cmlp.sklearn
 
 GRID = {"hidden_layer_sizes": [(32,), (64,)], "alpha": [1e-4, 1e-2]}
 
 
 def cpu_seconds():
     """CPU time of this process and of every live process below it."""
+    import psutil
+
     total = 0.0
     for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
@@ -51,6 +43,8 @@ def cpu_seconds():
 
 
 def run(module, X, y, backend):
+    from sklearn.model_selection import GridSearchCV
+
     search = GridSearchCV(module.MLPClassifier(max_iter=40, random_state=0), GRID, cv=3)
     cpu, wall = cpu_seconds(), time.perf_counter()
     with backend():
@@ -62,8 +56,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    warnings.simplefilter("ignore", ConvergenceWarning)
+    # The optional engines are imported once the arguments are read, so that
+    # --help works without the dask extra.
+    import joblib
     from distributed import Client, LocalCluster
+    from sklearn import neural_network
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    import cmlp.sklearn
+
+    warnings.simplefilter("ignore", ConvergenceWarning)
 
     X, y = load_digits(return_X_y=True)
     X = StandardScaler().fit_transform(X)

@@ -2,7 +2,7 @@
 
 Each test starts its own two-process LocalCluster on the loopback interface
 (no dashboard, one thread per worker), waits a bounded time for it, and shuts
-it down after. Skipped without dask.distributed (``pip install cmlp[dask]``).
+it down after. Skipped without dask.distributed (``pip install ".[dask]"`` from a clone).
 """
 import io
 import subprocess

@@ -167,10 +167,6 @@ def test_readme_block_runs_as_a_script(path, index, block, tmp_path):
     subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, capture_output=True)
 
 
-# Pages whose install lines are being rewritten with their guide; they join the check when it lands.
-_INSTALL_LINES_PENDING = {"docs/guide/scaling.rst"}
-
-
 def test_no_page_tells_a_reader_to_install_cmlp_from_pypi():
     # Nothing is published yet: `pip install cmlp` and `pip install "cmlp[extra]"` find
     # nothing. An install line installs from the clone (".", ".[extra]") or names the
@@ -178,8 +174,6 @@ def test_no_page_tells_a_reader_to_install_cmlp_from_pypi():
     pages = [*DOC_PAGES, *sorted((ROOT / "examples").glob("*.py")), *sorted((ROOT / "src").rglob("*.py"))]
     offending = []
     for path in pages:
-        if path.relative_to(ROOT).as_posix() in _INSTALL_LINES_PENDING:
-            continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if (re.search(r"pip install ['\"]?cmlp\b(?![-.\w])", line)
                     and "not on PyPI" not in line and "will compile nothing" not in line):
