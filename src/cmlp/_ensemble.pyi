@@ -1,0 +1,26 @@
+"""Types of the ensemble's compiled core (see _ensemble.pyx)."""
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+TINY_LANES: int
+
+def has_openmp() -> bool: ...
+def tiny_route(sizes: Any, codes: Any, dtype: DTypeLike, loss: str,
+               batch_size: int) -> bool: ...
+def work_size(sizes: Any, codes: Any, batch_size: int) -> int: ...
+def train(sizes: NDArray[np.intp], codes: NDArray[np.intc], loss: int,
+          params: NDArray[np.floating[Any]], grads: NDArray[np.floating[Any]],
+          storage: NDArray[np.floating[Any]], X: NDArray[np.floating[Any]],
+          Y: NDArray[np.floating[Any]], order: NDArray[np.intp] | None, batch_size: int,
+          lr: NDArray[np.float64] | None, losses: NDArray[np.float64], ran: NDArray[np.intp],
+          totals: NDArray[np.float64], n_threads: int) -> None: ...
+def evaluate(sizes: NDArray[np.intp], codes: NDArray[np.intc], loss: int,
+             params: NDArray[np.floating[Any]], storage: NDArray[np.floating[Any]],
+             X: NDArray[np.floating[Any]], Y: NDArray[np.floating[Any]], batch_size: int,
+             losses: NDArray[np.float64], ran: NDArray[np.intp], totals: NDArray[np.float64],
+             n_threads: int) -> None: ...
+def predict(sizes: NDArray[np.intp], codes: NDArray[np.intc], params: NDArray[np.floating[Any]],
+            storage: NDArray[np.floating[Any]], X: NDArray[np.floating[Any]],
+            out: NDArray[np.floating[Any]], n_threads: int) -> None: ...
