@@ -49,7 +49,8 @@ cdef extern from "_ensemble_tiny.h":
                                       double* params, const double* X, const double* Y,
                                       Py_ssize_t n_rows, const Py_ssize_t* order,
                                       Py_ssize_t steps, const double* lr,
-                                      double* losses, Py_ssize_t* ran) noexcept nogil
+                                      double* losses, Py_ssize_t* ran,
+                                      const Py_ssize_t* strides) noexcept nogil
     cmlp_tiny_block_d cmlp_tiny_kernel_d(int v) noexcept nogil
 
 _VARIANT_INDEX = {"baseline": 0, "avx2": 1, "avx512": 2}
@@ -92,6 +93,8 @@ def tiny_route(sizes, codes, dtype, loss, Py_ssize_t batch_size):
 
 
 cdef object _checked(object a, object dtype, int ndim, str name):
+    """a as the kernels read it: a C-contiguous, aligned, native ndarray of
+    dtype with ndim axes."""
     if not (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(a) == ndim
             and cnp.PyArray_TYPE(a) == np.dtype(dtype).num
             and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a)):
@@ -157,19 +160,21 @@ def train(sizes, codes, int loss, params, grads, storage, X, Y, order,
     losses = _checked(losses, np.float64, 2, "losses")
     ran = _checked(ran, np.intp, 1, "ran")
     totals = _checked(totals, np.float64, 1, "totals")
-    cdef Py_ssize_t K = params.shape[0], P = params.shape[1], n = X.shape[1], nb
+    cdef Py_ssize_t K = params.shape[0], P, n = X.shape[1], nb
     if not (cnp.PyArray_ISWRITEABLE(params) and cnp.PyArray_ISWRITEABLE(grads)
             and cnp.PyArray_ISWRITEABLE(storage) and cnp.PyArray_ISWRITEABLE(losses)
             and cnp.PyArray_ISWRITEABLE(ran) and cnp.PyArray_ISWRITEABLE(totals)):
         raise ValueError("params, grads, storage, losses and ran must be writable")
-    if P != sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0])):
+    # A model's parameters are the first P entries of its row (rows may be padded).
+    P = sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0]))
+    if params.shape[1] < P:
         raise ValueError("params does not hold one network per row")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if n < 1:
         raise ValueError("X must hold at least one sample per model")
     nb = n // batch_size + (n % batch_size != 0)
-    if (grads.shape[0] != K or grads.shape[1] != P or storage.shape[0] != K
+    if (grads.shape[0] != K or grads.shape[1] < P or storage.shape[0] != K
             or storage.shape[1] < work_size(s, c, batch_size)
             or X.shape[0] != K or X.shape[2] != s[0]
             or Y.shape[0] != K or Y.shape[1] != n or Y.shape[2] != s[s.shape[0] - 1]
@@ -190,12 +195,12 @@ def train(sizes, codes, int loss, params, grads, storage, X, Y, order,
     train_pass = lr is not None
     if train_pass and tiny_route(s, c, dtype, {v: k for k, v in _LOSSES.items()}[loss],
                                  batch_size):
-        _train_tiny(s, c, loss, params, X, Y, order, lr_view, losses, ran, n_threads)
+        _train_tiny(s, c, loss, params, P, X, Y, order, lr_view, losses, ran, n_threads)
     elif dtype == np.float64:
-        _train_models[double](s, c, loss, params, grads, storage, X, Y, order, batch_size,
+        _train_models[double](s, c, loss, P, params, grads, storage, X, Y, order, batch_size,
                               lr_view, train_pass, losses, ran, n_threads)
     else:
-        _train_models[float](s, c, loss, params, grads, storage, X, Y, order, batch_size,
+        _train_models[float](s, c, loss, P, params, grads, storage, X, Y, order, batch_size,
                              lr_view, train_pass, losses, ran, n_threads)
     _totals(losses, ran, n, batch_size, totals)
 
@@ -221,7 +226,7 @@ cdef void _totals(const double[:, ::1] losses, const Py_ssize_t[::1] ran, Py_ssi
 
 
 cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int loss,
-                        floating[:, ::1] params, floating[:, ::1] grads,
+                        Py_ssize_t P, floating[:, ::1] params, floating[:, ::1] grads,
                         floating[:, ::1] storage, const floating[:, :, ::1] X,
                         const floating[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
                         Py_ssize_t batch_size, const double[::1] lr, bint train_pass,
@@ -230,7 +235,7 @@ cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int l
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
-            ran[k] = _epoch(sizes, codes, params[k], grads[k], storage[k], X[k], Y[k],
+            ran[k] = _epoch(sizes, codes, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
                             order[k], batch_size, loss, train_pass, <floating>lr[k],
                             losses[k], <bint*>&bad[k])
     if np.asarray(bad).any():
@@ -238,13 +243,19 @@ cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int l
 
 
 cdef void _train_tiny(const Py_ssize_t[::1] sizes, const int[::1] codes, int loss,
-                      double[:, ::1] params, const double[:, :, ::1] X,
+                      double[:, ::1] params, Py_ssize_t P, const double[:, :, ::1] X,
                       const double[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
                       const double[::1] lr, double[:, ::1] losses, Py_ssize_t[::1] ran,
                       int n_threads) except *:
     cdef cmlp_tiny_net net
     cdef Py_ssize_t l, K = params.shape[0], n = X.shape[1], blocks, b, m0, m1
     cdef const Py_ssize_t* rows = NULL
+    # each model's row apart, in entries: params, X, Y, losses
+    cdef Py_ssize_t strides[4]
+    strides[0] = params.strides[0] // 8
+    strides[1] = X.strides[0] // 8
+    strides[2] = Y.strides[0] // 8
+    strides[3] = losses.strides[0] // 8
     cdef cmlp_tiny_block_d kernel = cmlp_tiny_kernel_d(_VARIANT_INDEX.get(_vector_variant(), 0))
     # A private copy of the order: it is read by index without further checks.
     cdef Py_ssize_t[:, ::1] own
@@ -259,14 +270,14 @@ cdef void _train_tiny(const Py_ssize_t[::1] sizes, const int[::1] codes, int los
         net.sizes[l] = sizes[l]
         net.codes[l] = codes[l]
     net.sizes[codes.shape[0]] = sizes[codes.shape[0]]
-    net.n_params = params.shape[1]
+    net.n_params = P
     blocks = (K + CMLP_TINY_LANES - 1) // CMLP_TINY_LANES
     with nogil:
         for b in prange(blocks, num_threads=n_threads, schedule="static"):
             m0 = b * CMLP_TINY_LANES
             m1 = min(m0 + CMLP_TINY_LANES, K)
             kernel(&net, m0, m1, &params[0, 0], &X[0, 0, 0], &Y[0, 0, 0], n, rows, n,
-                   &lr[0], &losses[0, 0], &ran[0])
+                   &lr[0], &losses[0, 0], &ran[0], strides)
 
 
 def predict(sizes, codes, params, storage, X, out, int n_threads):
@@ -281,11 +292,11 @@ def predict(sizes, codes, params, storage, X, out, int n_threads):
     storage = _checked(storage, dtype, 2, "storage")
     X = _checked(X, dtype, 3, "X")
     out = _checked(out, dtype, 3, "out")
-    cdef Py_ssize_t K = params.shape[0], n = X.shape[1]
+    cdef Py_ssize_t K = params.shape[0], n = X.shape[1], P
     if not (cnp.PyArray_ISWRITEABLE(storage) and cnp.PyArray_ISWRITEABLE(out)):
         raise ValueError("storage and out must be writable")
-    if (params.shape[1] != sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0]))
-            or X.shape[0] not in (1, K) or X.shape[2] != s[0]
+    P = sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0]))
+    if (params.shape[1] < P or X.shape[0] not in (1, K) or X.shape[2] != s[0]
             or storage.shape[0] != K or storage.shape[1] < n * int(s.sum())
             or out.shape[0] != K or out.shape[1] != n or out.shape[2] != s[s.shape[0] - 1]):
         raise ValueError("the shapes of the buffers do not agree")
@@ -294,12 +305,12 @@ def predict(sizes, codes, params, storage, X, out, int n_threads):
     if K == 0 or n == 0:
         return
     if dtype == np.float64:
-        _predict_models[double](s, c, params, storage, X, out, n_threads)
+        _predict_models[double](s, c, P, params, storage, X, out, n_threads)
     else:
-        _predict_models[float](s, c, params, storage, X, out, n_threads)
+        _predict_models[float](s, c, P, params, storage, X, out, n_threads)
 
 
-cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes,
+cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t P,
                           floating[:, ::1] params, floating[:, ::1] storage,
                           const floating[:, :, ::1] X, floating[:, :, ::1] out,
                           int n_threads) noexcept:
@@ -310,6 +321,6 @@ cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes,
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
             memcpy(&storage[k, 0], &X[0 if shared else k, 0, 0], n * n_in * sizeof(floating))
-            _forward(sizes, codes, n, params[k], storage[k, :n * ws], storage[k, :n * ws], False)
+            _forward(sizes, codes, n, params[k, :P], storage[k, :n * ws], storage[k, :n * ws], False)
             memcpy(&out[k, 0, 0], &storage[k, n * (ws - n_out)],
                    n * n_out * sizeof(floating))

@@ -42,12 +42,14 @@ typedef struct {
    (n_models, steps) the row of each step, or NULL for row t at step t; lr
    (n_models); OUT losses (n_models, steps). Every index was checked by the
    caller. OUT ran (n_models): the steps each model ran; a model stops after a
-   step whose loss is not finite, as _kernels' _epoch does. Returns 0. */
+   step whose loss is not finite, as _kernels' _epoch does. strides: how far
+   apart (in entries) the models' rows of params, X, Y and losses lie.
+   Returns 0. */
 typedef int (*cmlp_tiny_block_d)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp_ssize_t m1,
                                  double *params, const double *X, const double *Y,
                                  cmlp_ssize_t n_rows, const cmlp_ssize_t *order,
                                  cmlp_ssize_t steps, const double *lr, double *losses,
-                                 cmlp_ssize_t *ran);
+                                 cmlp_ssize_t *ran, const cmlp_ssize_t *strides);
 
 /* The block kernel of variant v (0 baseline, 1 avx2, 2 avx512), as _kernels names them */
 cmlp_tiny_block_d cmlp_tiny_kernel_d(int v);

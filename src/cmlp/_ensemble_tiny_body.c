@@ -56,10 +56,12 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
                                  double *params, const double *X, const double *Y,
                                  cmlp_ssize_t n_rows, const cmlp_ssize_t *order,
                                  cmlp_ssize_t steps, const double *lr, double *losses,
-                                 cmlp_ssize_t *ran) {
+                                 cmlp_ssize_t *ran, const cmlp_ssize_t *strides) {
     const int L = net->n_layers;
     const cmlp_ssize_t P = net->n_params, nb = m1 - m0;
     const cmlp_ssize_t n_in = net->sizes[0], k = net->sizes[L];
+    const cmlp_ssize_t ps = strides[0], xs = strides[1], ys = strides[2], ls = strides[3];
+    (void)n_rows;
     double p[CMLP_TINY_MAX_PARAMS][LANES] CMLP_TINY_ALIGNED;
     double a[CMLP_TINY_MAX_UNITS][LANES] CMLP_TINY_ALIGNED;
     double d[CMLP_TINY_MAX_UNITS][LANES] CMLP_TINY_ALIGNED;
@@ -75,7 +77,7 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
     }
     /* In: the block's parameters transposed, the lanes beyond it zero */
     for (cmlp_ssize_t i = 0; i < P; i++) {
-        FOR_LANES p[i][c] = c < nb ? params[(m0 + c) * P + i] : 0.0;
+        FOR_LANES p[i][c] = c < nb ? params[(m0 + c) * ps + i] : 0.0;
     }
     FOR_LANES rate[c] = c < nb ? lr[m0 + c] : 0.0;
     for (cmlp_ssize_t i = 0; i < a_at[L] + k; i++) FOR_LANES a[i][c] = 0.0;
@@ -85,7 +87,7 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
         /* A^(0) and the target of this step */
         for (cmlp_ssize_t c = 0; c < nb; c++) {
             const cmlp_ssize_t m = m0 + c, row = order ? order[m * steps + t] : t;
-            const double *x = X + (m * n_rows + row) * n_in, *yy = Y + (m * n_rows + row) * k;
+            const double *x = X + m * xs + row * n_in, *yy = Y + m * ys + row * k;
             for (cmlp_ssize_t i = 0; i < n_in; i++) a[i][c] = x[i];
             for (cmlp_ssize_t j = 0; j < k; j++) y[j][c] = yy[j];
         }
@@ -143,7 +145,7 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
                 FOR_LANES total[c] = total[c] * scale / 2;
             }
             for (cmlp_ssize_t c = 0; c < nb; c++)
-                if (!stopped[c]) losses[(m0 + c) * steps + t] = total[c];
+                if (!stopped[c]) losses[(m0 + c) * ls + t] = total[c];
         }
         /* backward, each layer's update as soon as its delta_prev is out */
         for (int l = L - 1; l >= 0; l--) {
@@ -178,14 +180,14 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
             if (!stopped[c] && !isfinite(total[c])) {
                 stopped[c] = 1;
                 ran[m0 + c] = t + 1;
-                for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * P + i] = p[i][c];
+                for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * ps + i] = p[i][c];
             }
     }
     /* Out: the parameters back in place */
     for (cmlp_ssize_t c = 0; c < nb; c++) {
         if (stopped[c]) continue;
         ran[m0 + c] = steps;
-        for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * P + i] = p[i][c];
+        for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * ps + i] = p[i][c];
     }
     return 0;
 }

@@ -108,12 +108,13 @@ class MLPEnsemble:
         self._n_params = parameter_count(self._sizes)
         self.seeds = seeds
         self.n_threads = n_threads
-        params = np.empty((n_models, self._n_params), dtype=self._dtype)
-        params[0] = first.params
+        params = _aligned_rows(n_models, self._n_params, self._dtype)
+        P = self._n_params
+        params[0, :P] = first.params
         for k in range(1, n_models):
-            params[k] = MLP(layer_sizes, activation, dtype, seed=seeds[k]).params
+            params[k, :P] = MLP(layer_sizes, activation, dtype, seed=seeds[k]).params
         self._params = params
-        self._grads = np.zeros_like(params)
+        self._grads = _aligned_rows(n_models, self._n_params, self._dtype)
         self._storage: dict[int, np.ndarray] = {}
 
     # -- architecture and parameters ------------------------------------------------
@@ -138,7 +139,7 @@ class MLPEnsemble:
     @property
     def params(self) -> NDArray[np.floating[Any]]:
         """The ``(K, n_params)`` buffer: row k is model k's ``MLP.params`` (writable)."""
-        return self._params
+        return self._params[:, :self._n_params]
 
     @property
     def n_threads(self) -> int:
@@ -170,7 +171,7 @@ class MLPEnsemble:
         """Model k as an ordinary :class:`cmlp.MLP`, its parameters copied."""
         k = _index(k, self.n_models)
         net = MLP(self._sizes, list(self._activations), self._dtype, seed=0)
-        net.params[:] = self._params[k]
+        net.params[:] = self.params[k]
         return net
 
     def set_model(self, k: int, net: MLP) -> None:
@@ -180,7 +181,7 @@ class MLPEnsemble:
                 or net.activation != self._activations or net.dtype != self._dtype):
             raise ValueError(f"net must be an MLP of the ensemble's architecture, "
                              f"{list(self._sizes)} {self._activations} {self._dtype.name}")
-        self._params[k] = net.params
+        self.params[k] = net.params
 
     # -- training ---------------------------------------------------------------------
 
@@ -332,7 +333,7 @@ class MLPEnsemble:
         np.savez(path, format=np.array("cmlp.MLPEnsemble/1"),
                  layer_sizes=np.array(self._sizes, dtype=np.int64),
                  activation=np.array(self._activations), dtype=np.array(self._dtype.name),
-                 params=self._params, seeds=np.array([str(s) for s in self.seeds]))
+                 params=self.params, seeds=np.array([str(s) for s in self.seeds]))
 
     @classmethod
     def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> MLPEnsemble:
@@ -350,8 +351,9 @@ class MLPEnsemble:
         ens = cls(1, sizes, activation, dtype, seed=[0], n_threads=n_threads)
         if params.shape[1] != ens._n_params or params.dtype != ens.dtype:
             raise ValueError("the file's params do not match its architecture")
-        ens._params = np.array(params, order="C")
-        ens._grads = np.zeros_like(ens._params)
+        ens._params = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)
+        ens.params[:] = params
+        ens._grads = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)
         ens.seeds = seeds
         return ens
 
@@ -431,7 +433,7 @@ class MLPEnsemble:
         size = _ensemble.work_size(self._sizes, self._codes, batch_size)
         buf = self._storage.get(batch_size)
         if buf is None or buf.shape[0] < K:
-            buf = np.empty((max(K, self.n_models), size), dtype=self._dtype)
+            buf = _aligned_rows(max(K, self.n_models), size, self._dtype)
             self._storage = {batch_size: buf}
         return buf[:K]
 
@@ -442,7 +444,7 @@ class MLPEnsemble:
         losses = np.empty((K, n_batches))
         ran = np.zeros(K, dtype=np.intp)
         totals = np.empty(K)
-        grads = self._grads if K == self.n_models else np.empty_like(params)
+        grads = self._grads[:K]
         _ensemble.train(self._sizes_array, self._codes, code, params, grads,
                         self._work(batch_size, K), X, Y, order, batch_size,
                         np.ascontiguousarray(rates, dtype=np.float64), losses, ran, totals,
@@ -482,6 +484,20 @@ class _Models(Sequence[MLP]):
         if isinstance(k, slice):
             return [self._ensemble.model(i) for i in range(*k.indices(len(self)))]
         return self._ensemble.model(k)
+
+
+#: each model's row of the stacked buffers starts on its own cache line
+_ALIGNMENT = 64
+
+
+def _aligned_rows(K, width, dtype):
+    """A zeroed C-contiguous (K, >= width) array whose rows start on 64-byte
+    boundaries, as MLP's own buffers do: each row padded to whole lines."""
+    item = np.dtype(dtype).itemsize
+    stride = -(-max(width, 1) * item // _ALIGNMENT) * _ALIGNMENT // item
+    raw = np.zeros(K * stride + _ALIGNMENT // item, dtype=dtype)
+    start = (-raw.ctypes.data % _ALIGNMENT) // item
+    return raw[start:start + K * stride].reshape(K, stride)
 
 
 def _count(name, value, lowest):
