@@ -184,13 +184,13 @@ def test_bad_input_raises():
     with pytest.raises(IndexError):
         ens.models[3]
     # the compiled door itself, given what a caller should not give it
-    sizes, codes = np.array([2, 2, 1]), np.array([1, 1], dtype=np.intc)
-    P = 9
+    plan = _ensemble.Plan([2, 2, 1], [1, 1], np.float64)
+    P = plan.n_params
     good = dict(params=np.zeros((3, P)), grads=np.zeros((3, P)), storage=np.zeros((3, 100)),
                 X=np.zeros((3, 4, 2)), Y=np.zeros((3, 4, 1)), order=None, batch_size=2,
                 lr=np.zeros(3), losses=np.zeros((3, 2)), ran=np.zeros(3, dtype=np.intp),
                 totals=np.zeros(3))
-    _ensemble.train(sizes, codes, 0, n_threads=2, **good)
+    plan.train(0, n_threads=2, **good)
     for key, bad in [("params", np.zeros((3, P - 1))), ("grads", np.zeros((2, P))),
                      ("storage", np.zeros((3, 5))), ("X", np.zeros((3, 4, 3))),
                      ("Y", np.zeros((3, 3, 1))), ("order", np.full((3, 4), 4, dtype=np.intp)),
@@ -198,13 +198,26 @@ def test_bad_input_raises():
                      ("lr", np.zeros(2)), ("losses", np.zeros((3, 1))),
                      ("ran", np.zeros(3)), ("totals", np.zeros(2)),
                      ("params", np.zeros((3, P), dtype=np.float32)),
-                     ("X", np.zeros((3, 4, 2))[:, :, ::-1]), ("params", [[0.0] * P] * 3)]:
+                     ("X", np.zeros((3, 4, 2))[:, :, ::-1]), ("params", [[0.0] * P] * 3),
+                     ("params", np.zeros((3, P))[:, ::2]), ("losses", np.zeros((3, 2))[::-1])]:
         with pytest.raises(ValueError):
-            _ensemble.train(sizes, codes, 0, n_threads=2, **{**good, key: bad})
+            plan.train(0, n_threads=2, **{**good, key: bad})
+    readonly = np.zeros((3, P))
+    readonly.flags.writeable = False
     with pytest.raises(ValueError):
-        _ensemble.train(sizes, codes, 0, n_threads=0, **good)
+        plan.train(0, n_threads=2, **{**good, "params": readonly})
     with pytest.raises(ValueError):
-        _ensemble.train(np.array([2, 2]), codes, 0, n_threads=1, **good)
+        plan.train(0, n_threads=0, **good)
     with pytest.raises(ValueError):
-        _ensemble.predict(sizes, codes, np.zeros((3, P)), np.zeros((3, 1)), np.zeros((3, 4, 2)),
-                          np.zeros((3, 4, 1)), 1)
+        plan.train(7, n_threads=1, **good)
+    with pytest.raises(ValueError):   # cross_entropy without a softmax output to keep logits of
+        plan.train(3, n_threads=1, **good)
+    with pytest.raises(ValueError):   # bce without a sigmoid output
+        _ensemble.Plan([2, 2, 1], [1, 0], np.float64).train(2, n_threads=1, **good)
+    with pytest.raises(ValueError):
+        _ensemble.Plan([2, 2], [1, 1], np.float64)
+    with pytest.raises((ValueError, TypeError)):
+        _ensemble.Plan([2, 0, 1], [1, 1], np.float64)
+    with pytest.raises(ValueError):
+        plan.predict(np.zeros((3, P)), np.zeros((3, 1)), np.zeros((3, 4, 2)),
+                     np.zeros((3, 4, 1)), 1)

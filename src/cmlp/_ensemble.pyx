@@ -30,6 +30,7 @@ from cmlp._kernels cimport _epoch, _forward
 from cmlp._kernels import ACTIVATIONS as _ACTIVATIONS
 from cmlp._kernels import LOSSES as _LOSSES
 from cmlp._kernels import vector_variant as _vector_variant
+from cmlp._validation import check_architecture
 
 cnp.import_array()
 
@@ -53,6 +54,12 @@ cdef extern from "_ensemble_tiny.h":
                                       const Py_ssize_t* strides) noexcept nogil
     cmlp_tiny_block_d cmlp_tiny_kernel_d(int v) noexcept nogil
 
+# The order of a pass that takes each model's samples as they come: no indices.
+_NO_ORDER = np.empty((1 << 16, 0), dtype=np.intp)
+cdef int SOFTMAX_CODE = _ACTIVATIONS["softmax"]
+cdef int CROSS_ENTROPY_CODE = _LOSSES["cross_entropy"]
+cdef int BCE_CODE = _LOSSES["bce"]
+cdef int SIGMOID_CODE = _ACTIVATIONS["sigmoid"]
 _VARIANT_INDEX = {"baseline": 0, "avx2": 1, "avx512": 2}
 _TINY_CODES = (_ACTIVATIONS["identity"], _ACTIVATIONS["sigmoid"], _ACTIVATIONS["tanh"],
                _ACTIVATIONS["relu"])
@@ -92,25 +99,26 @@ def tiny_route(sizes, codes, dtype, loss, Py_ssize_t batch_size):
             and n_params <= CMLP_TINY_MAX_PARAMS)
 
 
-cdef object _checked(object a, object dtype, int ndim, str name):
+cdef inline int _check(object a, int typenum, int ndim, str name) except -1:
     """a as the kernels read it: a C-contiguous, aligned, native ndarray of
-    dtype with ndim axes."""
-    if not (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(a) == ndim
-            and cnp.PyArray_TYPE(a) == np.dtype(dtype).num
-            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a)):
+    typenum with ndim axes (read from the array's struct, C calls only)."""
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISBEHAVED_RO(<cnp.ndarray>a)):
         raise ValueError(f"{name} must be a C-contiguous, aligned, native {ndim}-D "
-                         f"ndarray of {np.dtype(dtype).name}")
-    return np.asarray(a)
+                         f"ndarray of {np.dtype(cnp.PyArray_TypeObjectFromType(typenum)).name}")
+    return 0
 
 
-cdef object _checked_net(sizes, codes):
-    s = np.ascontiguousarray(sizes, dtype=np.intp)
-    c = np.ascontiguousarray(codes, dtype=np.intc)
-    if s.ndim != 1 or c.ndim != 1 or s.shape[0] != c.shape[0] + 1 or c.shape[0] < 1:
-        raise ValueError("sizes must hold one more width than codes holds layers")
-    if s.min() < 1 or any(int(x) not in _ACTIVATIONS.values() for x in c):
-        raise ValueError("bad sizes or activation codes")
-    return s, c
+cdef inline int _writable(object a, str name) except -1:
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a):
+        raise ValueError(f"{name} must be writable")
+    return 0
+
+
+cdef inline Py_ssize_t _dim(object a, int i) noexcept:
+    return cnp.PyArray_DIM(<cnp.ndarray>a, i)
 
 
 def work_size(sizes, codes, Py_ssize_t batch_size):
@@ -124,94 +132,172 @@ def work_size(sizes, codes, Py_ssize_t batch_size):
         + batch_size * k
 
 
-def train(sizes, codes, int loss, params, grads, storage, X, Y, order,
-          Py_ssize_t batch_size, lr, losses, ran, totals, int n_threads):
-    """Train every model on its own data for one pass over it, in one call.
+cdef class Plan:
+    """One architecture's passes over K stacked models: the architecture is
+    checked once, here, and each call checks only its arrays (C calls).
 
-    IN sizes, codes: the architecture; X (K, n, n_in), Y (K, n, n_out): model
-    k's samples; order (K, n) intp: the rows each model takes, in turn (or
-    None: 0 .. n-1); lr (K,) float64. INOUT params (K, n_params). OUT grads
-    (K, n_params), storage (K, work_size(batch_size)): work; losses (K,
-    number of batches) float64: each batch's loss before its update; ran (K,)
-    intp: the batches each model ran (a model stops after a batch whose loss
-    is not finite, as MLP.fit's epoch does); totals (K,) float64: the sum of
-    each model's batch losses, each times its batch's size, in batch order
-    (as Engine.train_epoch returns it).
-
-    Each model takes, batch after batch, the step MLP.train_step takes: with
-    batch_size 1, float64 and a tiny network (tiny_route), the vectorised
-    kernel; else _kernels' own _epoch on the model's slices.
+    Buffers, K models each: params and grads (K, >= n_params), a model's
+    parameters the first n_params entries of its row (rows may be padded
+    to whole cache lines); storage (K, >= work_size(batch_size)) work;
+    X (K, n, n_in) and Y (K, n, n_out) each model's samples.
     """
-    s, c = _checked_net(sizes, codes)
-    if loss not in _LOSSES.values():
-        raise ValueError(f"unknown loss code {loss}")
-    dtype = np.asarray(params).dtype if cnp.PyArray_Check(params) else None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError("params must be a float32 or float64 ndarray")
-    params = _checked(params, dtype, 2, "params")
-    grads = _checked(grads, dtype, 2, "grads")
-    storage = _checked(storage, dtype, 2, "storage")
-    X = _checked(X, dtype, 3, "X")
-    Y = _checked(Y, dtype, 3, "Y")
-    if lr is None:   # evaluate: the forward pass and the loss alone
-        lr_view = np.zeros(params.shape[0])
-    else:
-        lr_view = _checked(lr, np.float64, 1, "lr")
-    losses = _checked(losses, np.float64, 2, "losses")
-    ran = _checked(ran, np.intp, 1, "ran")
-    totals = _checked(totals, np.float64, 1, "totals")
-    cdef Py_ssize_t K = params.shape[0], P, n = X.shape[1], nb
-    if not (cnp.PyArray_ISWRITEABLE(params) and cnp.PyArray_ISWRITEABLE(grads)
-            and cnp.PyArray_ISWRITEABLE(storage) and cnp.PyArray_ISWRITEABLE(losses)
-            and cnp.PyArray_ISWRITEABLE(ran) and cnp.PyArray_ISWRITEABLE(totals)):
-        raise ValueError("params, grads, storage, losses and ran must be writable")
-    # A model's parameters are the first P entries of its row (rows may be padded).
-    P = sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0]))
-    if params.shape[1] < P:
-        raise ValueError("params does not hold one network per row")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    if n < 1:
-        raise ValueError("X must hold at least one sample per model")
-    nb = n // batch_size + (n % batch_size != 0)
-    if (grads.shape[0] != K or grads.shape[1] < P or storage.shape[0] != K
-            or storage.shape[1] < work_size(s, c, batch_size)
-            or X.shape[0] != K or X.shape[2] != s[0]
-            or Y.shape[0] != K or Y.shape[1] != n or Y.shape[2] != s[s.shape[0] - 1]
-            or lr_view.shape[0] != K or losses.shape[0] != K or losses.shape[1] != nb
-            or ran.shape[0] != K or totals.shape[0] != K):
-        raise ValueError("the shapes of the buffers do not agree")
-    if order is None:
-        order = np.empty((K, 0), dtype=np.intp)
-    order = _checked(order, np.intp, 2, "order")
-    if order.shape[0] != K or order.shape[1] not in (0, n):
-        raise ValueError(f"order must be None or of shape ({K}, {n})")
-    if order.shape[1] and (order.min() < 0 or order.max() >= n):
-        raise ValueError(f"order must hold row indices in [0, {n})")
-    if n_threads < 1:
-        raise ValueError("n_threads must be >= 1")
-    if K == 0:
-        return
-    train_pass = lr is not None
-    if train_pass and tiny_route(s, c, dtype, {v: k for k, v in _LOSSES.items()}[loss],
-                                 batch_size):
-        _train_tiny(s, c, loss, params, P, X, Y, order, lr_view, losses, ran, n_threads)
-    elif dtype == np.float64:
-        _train_models[double](s, c, loss, P, params, grads, storage, X, Y, order, batch_size,
-                              lr_view, train_pass, losses, ran, n_threads)
-    else:
-        _train_models[float](s, c, loss, P, params, grads, storage, X, Y, order, batch_size,
-                             lr_view, train_pass, losses, ran, n_threads)
-    _totals(losses, ran, n, batch_size, totals)
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t n_params
+    cdef object _sizes_array, _codes_array
+    cdef Py_ssize_t[::1] _sizes
+    cdef int[::1] _codes
+    cdef int _typenum
+    cdef Py_ssize_t _n_in, _n_out, _L
+    cdef bint _tiny_shape
+    cdef cmlp_tiny_net _net
 
+    def __init__(self, sizes, codes, dtype):
+        cdef Py_ssize_t l
+        sizes, codes, dtype, _ = check_architecture(sizes, codes, dtype,
+                                                    set(_ACTIVATIONS.values()))
+        self.dtype = dtype
+        self._typenum = dtype.num
+        self._sizes_array = np.array(sizes, dtype=np.intp)
+        self._codes_array = np.array(codes, dtype=np.intc)
+        self._sizes = self._sizes_array
+        self._codes = self._codes_array
+        self._L = len(codes)
+        self._n_in = sizes[0]
+        self._n_out = sizes[self._L]
+        self.n_params = sum(sizes[l + 1] * (sizes[l] + 1) for l in range(self._L))
+        self._tiny_shape = tiny_route(sizes, codes, dtype, "mse", 1)
+        if self._tiny_shape:
+            self._net.n_layers = <int>self._L
+            for l in range(self._L):
+                self._net.sizes[l] = sizes[l]
+                self._net.codes[l] = codes[l]
+            self._net.sizes[self._L] = sizes[self._L]
+            self._net.n_params = self.n_params
 
-def evaluate(sizes, codes, int loss, params, storage, X, Y, Py_ssize_t batch_size, losses,
-             ran, totals, int n_threads):
-    """Each model's loss on its own data set (X (K, n, n_in), Y (K, n, n_out)),
-    batch_size samples at a time, as Engine.evaluate computes it: OUT losses,
-    ran and totals as train gives them. No parameter changes."""
-    train(sizes, codes, loss, params, np.empty_like(params), storage, X, Y, None, batch_size,
-          None, losses, ran, totals, n_threads)
+    cdef Py_ssize_t _work_size(self, Py_ssize_t batch_size):
+        cdef Py_ssize_t ws = 0, l
+        for l in range(self._L + 1):
+            ws += self._sizes[l]
+        return (batch_size * ws + batch_size * (ws - self._n_in)
+                + (batch_size * self._n_out if self._codes[self._L - 1] == SOFTMAX_CODE else 0)
+                + batch_size * self._n_out)
+
+    def tiny(self, int loss, Py_ssize_t batch_size):
+        """Whether train takes the vectorised tiny-network kernel for this loss and batch."""
+        return self._tiny_shape and batch_size == 1 and loss in _TINY_LOSSES
+
+    def train(self, int loss, params, grads, storage, X, Y, order, Py_ssize_t batch_size,
+              lr, losses, ran, totals, int n_threads):
+        """Train every model on its own data for one pass over it, in one call.
+
+        IN X, Y; order (K, n) intp: the rows each model takes, in turn (or
+        None: 0 .. n-1); lr (K,) float64, or None: evaluate, no update.
+        INOUT params. OUT grads, storage: work; losses (K, number of
+        batches) float64: each batch's loss before its update; ran (K,)
+        intp: the batches each model ran (a model stops after a batch whose
+        loss is not finite, as MLP.fit's epoch does); totals (K,) float64:
+        the sum of each model's batch losses, each times its batch's size, in
+        batch order (as Engine.train_epoch returns it).
+
+        Each model takes, batch after batch, the step MLP.train_step takes:
+        with batch_size 1, float64 and a tiny network (tiny), the vectorised
+        kernel; else _kernels' own _epoch on the model's slices.
+        """
+        cdef Py_ssize_t K, n, nb, P = self.n_params
+        cdef bint train_pass = lr is not None
+        if loss < 0 or loss > CROSS_ENTROPY_CODE:
+            raise ValueError(f"unknown loss code {loss}")
+        # as the engine admits them: bce needs a sigmoid output, cross_entropy a softmax
+        if ((loss == BCE_CODE and self._codes[self._L - 1] != SIGMOID_CODE)
+                or (loss == CROSS_ENTROPY_CODE and self._codes[self._L - 1] != SOFTMAX_CODE)):
+            raise ValueError(f"loss code {loss} does not suit this output layer")
+        _check(params, self._typenum, 2, "params")
+        _check(grads, self._typenum, 2, "grads")
+        _check(storage, self._typenum, 2, "storage")
+        _check(X, self._typenum, 3, "X")
+        _check(Y, self._typenum, 3, "Y")
+        _check(losses, cnp.NPY_DOUBLE, 2, "losses")
+        _check(ran, cnp.NPY_INTP, 1, "ran")
+        _check(totals, cnp.NPY_DOUBLE, 1, "totals")
+        _writable(params, "params")
+        _writable(grads, "grads")
+        _writable(storage, "storage")
+        _writable(losses, "losses")
+        _writable(ran, "ran")
+        _writable(totals, "totals")
+        if lr is None:
+            lr = np.zeros(_dim(params, 0))
+        _check(lr, cnp.NPY_DOUBLE, 1, "lr")
+        K = _dim(params, 0)
+        n = _dim(X, 1)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if n < 1:
+            raise ValueError("X must hold at least one sample per model")
+        nb = n // batch_size + (n % batch_size != 0)
+        if (_dim(params, 1) < P or _dim(grads, 0) != K or _dim(grads, 1) < P
+                or _dim(storage, 0) != K
+                or _dim(storage, 1) < self._work_size(batch_size)
+                or _dim(X, 0) != K or _dim(X, 2) != self._n_in
+                or _dim(Y, 0) != K or _dim(Y, 1) != n or _dim(Y, 2) != self._n_out
+                or _dim(lr, 0) != K or _dim(losses, 0) != K or _dim(losses, 1) != nb
+                or _dim(ran, 0) != K or _dim(totals, 0) != K):
+            raise ValueError("the shapes of the buffers do not agree")
+        if order is None:
+            order = _NO_ORDER if K <= _dim(_NO_ORDER, 0) else np.empty((K, 0), dtype=np.intp)
+            order = order[:K]
+        else:
+            _check(order, cnp.NPY_INTP, 2, "order")
+            if _dim(order, 0) != K or _dim(order, 1) != n:
+                raise ValueError(f"order must be None or of shape ({K}, {n})")
+            # A private copy, checked: the kernels read it by index.
+            order = np.array(order, dtype=np.intp, copy=True)
+            if order.min() < 0 or order.max() >= n:
+                raise ValueError(f"order must hold row indices in [0, {n})")
+        if n_threads < 1:
+            raise ValueError("n_threads must be >= 1")
+        if K == 0:
+            return
+        if train_pass and self.tiny(loss, batch_size):
+            self._net.loss = loss
+            _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
+                        _VARIANT_INDEX.get(_vector_variant(), 0))
+        elif self._typenum == cnp.NPY_DOUBLE:
+            _train_models[double](self._sizes, self._codes, loss, P, params, grads, storage, X,
+                                  Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
+        else:
+            _train_models[float](self._sizes, self._codes, loss, P, params, grads, storage, X,
+                                 Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
+        _totals(losses, ran, n, batch_size, totals)
+
+    def predict(self, params, storage, X, out, int n_threads):
+        """OUT out (K, n, n_out): each model's forward pass of its own X[k]
+        (X (K, n, n_in)) or of the one X (X (1, n, n_in)), as MLP.predict
+        computes it. storage (K, >= n * sum(sizes)) is work."""
+        cdef Py_ssize_t K, n
+        _check(params, self._typenum, 2, "params")
+        _check(storage, self._typenum, 2, "storage")
+        _check(X, self._typenum, 3, "X")
+        _check(out, self._typenum, 3, "out")
+        _writable(storage, "storage")
+        _writable(out, "out")
+        K = _dim(params, 0)
+        n = _dim(X, 1)
+        if (_dim(params, 1) < self.n_params or _dim(X, 0) not in (1, K)
+                or _dim(X, 2) != self._n_in or _dim(storage, 0) != K
+                or _dim(storage, 1) < n * int(self._sizes_array.sum())
+                or _dim(out, 0) != K or _dim(out, 1) != n or _dim(out, 2) != self._n_out):
+            raise ValueError("the shapes of the buffers do not agree")
+        if n_threads < 1:
+            raise ValueError("n_threads must be >= 1")
+        if K == 0 or n == 0:
+            return
+        if self._typenum == cnp.NPY_DOUBLE:
+            _predict_models[double](self._sizes, self._codes, self.n_params, params, storage,
+                                    X, out, n_threads)
+        else:
+            _predict_models[float](self._sizes, self._codes, self.n_params, params, storage,
+                                   X, out, n_threads)
 
 
 cdef void _totals(const double[:, ::1] losses, const Py_ssize_t[::1] ran, Py_ssize_t n,
@@ -242,72 +328,35 @@ cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int l
         raise RuntimeError("order was changed during the call: an index left [0, n)")
 
 
-cdef void _train_tiny(const Py_ssize_t[::1] sizes, const int[::1] codes, int loss,
-                      double[:, ::1] params, Py_ssize_t P, const double[:, :, ::1] X,
-                      const double[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
-                      const double[::1] lr, double[:, ::1] losses, Py_ssize_t[::1] ran,
-                      int n_threads) except *:
-    cdef cmlp_tiny_net net
-    cdef Py_ssize_t l, K = params.shape[0], n = X.shape[1], blocks, b, m0, m1
+cdef void _train_tiny(cmlp_tiny_net* net, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
+                      cnp.ndarray order, cnp.ndarray lr, cnp.ndarray losses, cnp.ndarray ran,
+                      int n_threads, int variant) noexcept:
+    # Raw pointers into the checked arrays: a typed memoryview of each would
+    # cost more than a thousand tiny models' step.
+    cdef Py_ssize_t K = cnp.PyArray_DIM(params, 0), n = cnp.PyArray_DIM(X, 1)
+    cdef Py_ssize_t blocks, b, m0, m1
+    cdef double* p = <double*>cnp.PyArray_DATA(params)
+    cdef const double* x = <const double*>cnp.PyArray_DATA(X)
+    cdef const double* y = <const double*>cnp.PyArray_DATA(Y)
+    cdef const double* rates = <const double*>cnp.PyArray_DATA(lr)
+    cdef double* out = <double*>cnp.PyArray_DATA(losses)
+    cdef Py_ssize_t* counts = <Py_ssize_t*>cnp.PyArray_DATA(ran)
     cdef const Py_ssize_t* rows = NULL
+    cdef cmlp_tiny_block_d kernel = cmlp_tiny_kernel_d(variant)
     # each model's row apart, in entries: params, X, Y, losses
     cdef Py_ssize_t strides[4]
-    strides[0] = params.strides[0] // 8
-    strides[1] = X.strides[0] // 8
-    strides[2] = Y.strides[0] // 8
-    strides[3] = losses.strides[0] // 8
-    cdef cmlp_tiny_block_d kernel = cmlp_tiny_kernel_d(_VARIANT_INDEX.get(_vector_variant(), 0))
-    # A private copy of the order: it is read by index without further checks.
-    cdef Py_ssize_t[:, ::1] own
-    if order.shape[1] != 0:
-        own = np.array(order, dtype=np.intp, copy=True)
-        if np.asarray(own).min() < 0 or np.asarray(own).max() >= n:
-            raise ValueError(f"order must hold row indices in [0, {n})")
-        rows = &own[0, 0]
-    net.n_layers = <int>codes.shape[0]
-    net.loss = loss
-    for l in range(codes.shape[0]):
-        net.sizes[l] = sizes[l]
-        net.codes[l] = codes[l]
-    net.sizes[codes.shape[0]] = sizes[codes.shape[0]]
-    net.n_params = P
+    if cnp.PyArray_DIM(order, 1) != 0:
+        rows = <const Py_ssize_t*>cnp.PyArray_DATA(order)
+    strides[0] = cnp.PyArray_DIM(params, 1)
+    strides[1] = n * cnp.PyArray_DIM(X, 2)
+    strides[2] = n * cnp.PyArray_DIM(Y, 2)
+    strides[3] = cnp.PyArray_DIM(losses, 1)
     blocks = (K + CMLP_TINY_LANES - 1) // CMLP_TINY_LANES
     with nogil:
         for b in prange(blocks, num_threads=n_threads, schedule="static"):
             m0 = b * CMLP_TINY_LANES
             m1 = min(m0 + CMLP_TINY_LANES, K)
-            kernel(&net, m0, m1, &params[0, 0], &X[0, 0, 0], &Y[0, 0, 0], n, rows, n,
-                   &lr[0], &losses[0, 0], &ran[0], strides)
-
-
-def predict(sizes, codes, params, storage, X, out, int n_threads):
-    """OUT out (K, n, n_out): each model's forward pass of its own X[k]
-    (X (K, n, n_in)) or of the one X (X (1, n, n_in)), as MLP.predict
-    computes it. storage (K, >= n * sum(sizes)) is work."""
-    s, c = _checked_net(sizes, codes)
-    dtype = np.asarray(params).dtype if cnp.PyArray_Check(params) else None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError("params must be a float32 or float64 ndarray")
-    params = _checked(params, dtype, 2, "params")
-    storage = _checked(storage, dtype, 2, "storage")
-    X = _checked(X, dtype, 3, "X")
-    out = _checked(out, dtype, 3, "out")
-    cdef Py_ssize_t K = params.shape[0], n = X.shape[1], P
-    if not (cnp.PyArray_ISWRITEABLE(storage) and cnp.PyArray_ISWRITEABLE(out)):
-        raise ValueError("storage and out must be writable")
-    P = sum(int(s[l + 1]) * (int(s[l]) + 1) for l in range(c.shape[0]))
-    if (params.shape[1] < P or X.shape[0] not in (1, K) or X.shape[2] != s[0]
-            or storage.shape[0] != K or storage.shape[1] < n * int(s.sum())
-            or out.shape[0] != K or out.shape[1] != n or out.shape[2] != s[s.shape[0] - 1]):
-        raise ValueError("the shapes of the buffers do not agree")
-    if n_threads < 1:
-        raise ValueError("n_threads must be >= 1")
-    if K == 0 or n == 0:
-        return
-    if dtype == np.float64:
-        _predict_models[double](s, c, P, params, storage, X, out, n_threads)
-    else:
-        _predict_models[float](s, c, P, params, storage, X, out, n_threads)
+            kernel(net, m0, m1, p, x, y, n, rows, n, rates, out, counts, strides)
 
 
 cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t P,

@@ -14,6 +14,8 @@
 #ifndef CMLP_ENSEMBLE_TINY_H
 #define CMLP_ENSEMBLE_TINY_H
 
+#include <float.h>
+
 #include "_vector_kernels.h"
 
 #define CMLP_TINY_LANES 32

@@ -25,7 +25,8 @@ static void CMLP_TINY_NAME(activate)(int code, double *a) {
         double s[LANES];
         int outside = 0;
         FOR_LANES s[c] = cmlp_sigmoid_d(a[c]);
-        FOR_LANES outside |= !(a[c] <= CMLP_SIGMOID_RANGE_D && a[c] >= -CMLP_SIGMOID_RANGE_D);
+        /* in one pass without branches: |z| beyond the range, or NaN */
+        FOR_LANES outside |= !(fabs(a[c]) <= CMLP_SIGMOID_RANGE_D);
         if (outside)
             FOR_LANES if (!(a[c] <= CMLP_SIGMOID_RANGE_D && a[c] >= -CMLP_SIGMOID_RANGE_D))
                 s[c] = CMLP_TINY_NAME(libm_sigmoid)(a[c]);
@@ -75,22 +76,33 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
         a_at[l + 1] = a_at[l] + net->sizes[l];
         if (l + 1 < L) w_at[l + 1] = w_at[l] + net->sizes[l + 1] * (net->sizes[l] + 1);
     }
-    /* In: the block's parameters transposed, the lanes beyond it zero */
-    for (cmlp_ssize_t i = 0; i < P; i++) {
-        FOR_LANES p[i][c] = c < nb ? params[(m0 + c) * ps + i] : 0.0;
+    /* In: the block's parameters transposed, the lanes beyond it zero. A
+       full block without a test in the loop, which then gathers in vectors. */
+    const double *block = params + m0 * ps;
+    if (nb == LANES) {
+        for (cmlp_ssize_t i = 0; i < P; i++) FOR_LANES p[i][c] = block[c * ps + i];
+        FOR_LANES rate[c] = lr[m0 + c];
+    } else {
+        for (cmlp_ssize_t i = 0; i < P; i++) FOR_LANES p[i][c] = 0.0;
+        for (cmlp_ssize_t c = 0; c < nb; c++)
+            for (cmlp_ssize_t i = 0; i < P; i++) p[i][c] = block[c * ps + i];
+        FOR_LANES rate[c] = 0.0;
+        for (cmlp_ssize_t c = 0; c < nb; c++) rate[c] = lr[m0 + c];
     }
-    FOR_LANES rate[c] = c < nb ? lr[m0 + c] : 0.0;
     for (cmlp_ssize_t i = 0; i < a_at[L] + k; i++) FOR_LANES a[i][c] = 0.0;
     for (cmlp_ssize_t j = 0; j < k; j++) FOR_LANES y[j][c] = 0.0;
 
     for (cmlp_ssize_t t = 0; t < steps; t++) {
-        /* A^(0) and the target of this step */
-        for (cmlp_ssize_t c = 0; c < nb; c++) {
-            const cmlp_ssize_t m = m0 + c, row = order ? order[m * steps + t] : t;
-            const double *x = X + m * xs + row * n_in, *yy = Y + m * ys + row * k;
-            for (cmlp_ssize_t i = 0; i < n_in; i++) a[i][c] = x[i];
-            for (cmlp_ssize_t j = 0; j < k; j++) y[j][c] = yy[j];
+        /* A^(0) and the target of this step: where each lane's row starts,
+           then one gather per input and per target */
+        cmlp_ssize_t x_at[LANES], y_at[LANES];
+        for (cmlp_ssize_t c = 0; c < LANES; c++) {
+            const cmlp_ssize_t m = m0 + (c < nb ? c : 0), row = order ? order[m * steps + t] : t;
+            x_at[c] = m * xs + row * n_in;
+            y_at[c] = m * ys + row * k;
         }
+        for (cmlp_ssize_t i = 0; i < n_in; i++) FOR_LANES a[i][c] = X[x_at[c] + i];
+        for (cmlp_ssize_t j = 0; j < k; j++) FOR_LANES y[j][c] = Y[y_at[c] + j];
         /* forward: z_j = dot(a_prev, W[j, :]) in the dot-product kernel's order, + b_j */
         for (int l = 0; l < L; l++) {
             const cmlp_ssize_t n_i = net->sizes[l], n_o = net->sizes[l + 1];
@@ -176,18 +188,28 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
         }
         /* A model stops after a step whose loss is not finite, as _epoch does:
            its parameters go out now, and its lane runs on unread. */
-        for (cmlp_ssize_t c = 0; c < nb; c++)
+        int any_bad = 0;
+        FOR_LANES any_bad |= !(fabs(total[c]) <= DBL_MAX);
+        if (any_bad) for (cmlp_ssize_t c = 0; c < nb; c++)
             if (!stopped[c] && !isfinite(total[c])) {
                 stopped[c] = 1;
                 ran[m0 + c] = t + 1;
                 for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * ps + i] = p[i][c];
             }
     }
-    /* Out: the parameters back in place */
-    for (cmlp_ssize_t c = 0; c < nb; c++) {
-        if (stopped[c]) continue;
-        ran[m0 + c] = steps;
-        for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * ps + i] = p[i][c];
+    /* Out: the parameters back in place (a stopped model's went out already) */
+    int any_stopped = 0;
+    FOR_LANES any_stopped |= stopped[c];
+    if (nb == LANES && !any_stopped) {
+        double *out = params + m0 * ps;
+        for (cmlp_ssize_t i = 0; i < P; i++) FOR_LANES out[c * ps + i] = p[i][c];
+        FOR_LANES ran[m0 + c] = steps;
+    } else {
+        for (cmlp_ssize_t c = 0; c < nb; c++) {
+            if (stopped[c]) continue;
+            ran[m0 + c] = steps;
+            for (cmlp_ssize_t i = 0; i < P; i++) params[(m0 + c) * ps + i] = p[i][c];
+        }
     }
     return 0;
 }

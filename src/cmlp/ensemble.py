@@ -104,7 +104,7 @@ class MLPEnsemble:
         self._activations = first.activation
         self._dtype = first.dtype
         self._codes = np.array([ACTIVATIONS[a] for a in self._activations], dtype=np.intc)
-        self._sizes_array = np.array(self._sizes, dtype=np.intp)
+        self._plan = _ensemble.Plan(self._sizes, self._codes, self._dtype)
         self._n_params = parameter_count(self._sizes)
         self.seeds = seeds
         self.n_threads = n_threads
@@ -116,6 +116,8 @@ class MLPEnsemble:
         self._params = params
         self._grads = _aligned_rows(n_models, self._n_params, self._dtype)
         self._storage: dict[int, np.ndarray] = {}
+        self._last_rates: tuple[float, np.ndarray] | None = None
+        self._loss_codes: dict[str, int] = {}
 
     # -- architecture and parameters ------------------------------------------------
 
@@ -360,12 +362,20 @@ class MLPEnsemble:
     # -- internals ------------------------------------------------------------------------
 
     def _loss_code(self, loss):
-        self._prototype._engine.check_loss(loss)
-        return LOSSES[loss]
+        code = self._loss_codes.get(loss) if isinstance(loss, str) else None
+        if code is None:
+            self._prototype._engine.check_loss(loss)
+            code = self._loss_codes[loss] = LOSSES[loss]
+        return code
 
     def _rates(self, lr):
+        if type(lr) is float and self._last_rates is not None and self._last_rates[0] == lr:
+            return self._last_rates[1]
         if np.ndim(lr) == 0:
-            return np.full(self.n_models, check_learning_rate(lr))
+            rates = np.full(self.n_models, check_learning_rate(lr))
+            rates.flags.writeable = False
+            self._last_rates = (rates[0], rates)
+            return rates
         rates = np.array([check_learning_rate(r) for r in np.asarray(lr).ravel()])
         if np.ndim(lr) != 1 or rates.shape[0] != self.n_models:
             raise ValueError(f"lr must be a number or hold one per model, {self.n_models}")
@@ -390,6 +400,12 @@ class MLPEnsemble:
     def _per_model(self, X, Y, sample_indices=None):
         """X (K, n, n_in) and Y (K, n, n_out), C-contiguous, of the ensemble's dtype."""
         K, n_in, n_out = self.n_models, self._sizes[0], self._sizes[-1]
+        if (sample_indices is None and type(X) is np.ndarray and type(Y) is np.ndarray
+                and X.dtype == self._dtype and Y.dtype == self._dtype and X.ndim == 3
+                and X.shape[0] == K and X.shape[2] == n_in
+                and Y.shape == (K, X.shape[1], n_out)
+                and X.flags.c_contiguous and Y.flags.c_contiguous):
+            return X, Y   # already what the kernels read (the compiled call checks again)
         X = np.asarray(X)
         Y = np.asarray(Y)
         for name, a in (("X", X), ("Y", Y)):
@@ -445,10 +461,8 @@ class MLPEnsemble:
         ran = np.zeros(K, dtype=np.intp)
         totals = np.empty(K)
         grads = self._grads[:K]
-        _ensemble.train(self._sizes_array, self._codes, code, params, grads,
-                        self._work(batch_size, K), X, Y, order, batch_size,
-                        np.ascontiguousarray(rates, dtype=np.float64), losses, ran, totals,
-                        self._n_threads)
+        self._plan.train(code, params, grads, self._work(batch_size, K), X, Y, order,
+                         batch_size, rates, losses, ran, totals, self._n_threads)
         return losses, ran, totals
 
     def _evaluate(self, X, Y, batch_size, code, params):
@@ -457,17 +471,15 @@ class MLPEnsemble:
         losses = np.empty((K, -(-n // batch_size)))
         ran = np.zeros(K, dtype=np.intp)
         totals = np.empty(K)
-        _ensemble.evaluate(self._sizes_array, self._codes, code, params,
-                           self._work(batch_size, K), X, Y, batch_size, losses, ran, totals,
-                           self._n_threads)
+        self._plan.train(code, params, np.empty_like(params), self._work(batch_size, K), X, Y,
+                         None, batch_size, None, losses, ran, totals, self._n_threads)
         return totals / n
 
     def _predict_into(self, X, params):
         K, n = params.shape[0], X.shape[1]
         out = np.empty((K, n, self._sizes[-1]), dtype=self._dtype)
         storage = np.empty((K, max(1, n * sum(self._sizes))), dtype=self._dtype)
-        _ensemble.predict(self._sizes_array, self._codes, params, storage, X, out,
-                          self._n_threads)
+        self._plan.predict(params, storage, X, out, self._n_threads)
         return out
 
 
