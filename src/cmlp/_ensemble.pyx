@@ -353,10 +353,15 @@ cdef void _train_tiny(cmlp_tiny_net* net, cnp.ndarray params, cnp.ndarray X, cnp
     strides[3] = cnp.PyArray_DIM(losses, 1)
     blocks = (K + CMLP_TINY_LANES - 1) // CMLP_TINY_LANES
     with nogil:
-        for b in prange(blocks, num_threads=n_threads, schedule="static"):
-            m0 = b * CMLP_TINY_LANES
-            m1 = min(m0 + CMLP_TINY_LANES, K)
-            kernel(net, m0, m1, p, x, y, n, rows, n, rates, out, counts, strides)
+        if n_threads == 1 or blocks == 1:   # no parallel region to open and join
+            for b in range(blocks):
+                kernel(net, b * CMLP_TINY_LANES, min((b + 1) * CMLP_TINY_LANES, K), p, x, y, n,
+                       rows, n, rates, out, counts, strides)
+        else:
+            for b in prange(blocks, num_threads=n_threads, schedule="static"):
+                m0 = b * CMLP_TINY_LANES
+                m1 = min(m0 + CMLP_TINY_LANES, K)
+                kernel(net, m0, m1, p, x, y, n, rows, n, rates, out, counts, strides)
 
 
 cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t P,

@@ -79,7 +79,17 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
     /* In: the block's parameters transposed, the lanes beyond it zero. A
        full block without a test in the loop, which then gathers in vectors. */
     const double *block = params + m0 * ps;
-    if (nb == LANES) {
+    if (nb == LANES && ps == 8) {
+        /* rows of one cache line (the ensemble's own buffers, up to 8
+           parameters): a transpose of constant shape, done in vectors; the
+           row's padding goes through unchanged */
+        FOR_LANES {
+            const double *row = block + c * 8;
+            p[0][c] = row[0]; p[1][c] = row[1]; p[2][c] = row[2]; p[3][c] = row[3];
+            p[4][c] = row[4]; p[5][c] = row[5]; p[6][c] = row[6]; p[7][c] = row[7];
+        }
+        FOR_LANES rate[c] = lr[m0 + c];
+    } else if (nb == LANES) {
         for (cmlp_ssize_t i = 0; i < P; i++) FOR_LANES p[i][c] = block[c * ps + i];
         FOR_LANES rate[c] = lr[m0 + c];
     } else {
@@ -89,8 +99,7 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
         FOR_LANES rate[c] = 0.0;
         for (cmlp_ssize_t c = 0; c < nb; c++) rate[c] = lr[m0 + c];
     }
-    for (cmlp_ssize_t i = 0; i < a_at[L] + k; i++) FOR_LANES a[i][c] = 0.0;
-    for (cmlp_ssize_t j = 0; j < k; j++) FOR_LANES y[j][c] = 0.0;
+    /* a, d and y are written before they are read, in every lane: no zeroing */
 
     for (cmlp_ssize_t t = 0; t < steps; t++) {
         /* A^(0) and the target of this step: where each lane's row starts,
@@ -200,7 +209,11 @@ static int CMLP_TINY_NAME(block)(const cmlp_tiny_net *net, cmlp_ssize_t m0, cmlp
     /* Out: the parameters back in place (a stopped model's went out already) */
     int any_stopped = 0;
     FOR_LANES any_stopped |= stopped[c];
-    if (nb == LANES && !any_stopped) {
+    if (nb == LANES && !any_stopped && ps == 8) {
+        double *out = params + m0 * ps;
+        for (int i = 0; i < 8; i++) FOR_LANES out[c * 8 + i] = p[i][c];
+        FOR_LANES ran[m0 + c] = steps;
+    } else if (nb == LANES && !any_stopped) {
         double *out = params + m0 * ps;
         for (cmlp_ssize_t i = 0; i < P; i++) FOR_LANES out[c * ps + i] = p[i][c];
         FOR_LANES ran[m0 + c] = steps;

@@ -118,6 +118,7 @@ class MLPEnsemble:
         self._storage: dict[int, np.ndarray] = {}
         self._last_rates: tuple[float, np.ndarray] | None = None
         self._loss_codes: dict[str, int] = {}
+        self._count_buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- architecture and parameters ------------------------------------------------
 
@@ -458,12 +459,17 @@ class MLPEnsemble:
         K, n = X.shape[0], X.shape[1]
         n_batches = -(-n // batch_size)
         losses = np.empty((K, n_batches))
-        ran = np.zeros(K, dtype=np.intp)
-        totals = np.empty(K)
+        ran, totals = self._counts(K)
         grads = self._grads[:K]
         self._plan.train(code, params, grads, self._work(batch_size, K), X, Y, order,
                          batch_size, rates, losses, ran, totals, self._n_threads)
         return losses, ran, totals
+
+    def _counts(self, K):
+        """The batches run and the totals of each model: reused from call to call."""
+        if self._count_buffers is None or self._count_buffers[0].shape[0] != K:
+            self._count_buffers = (np.zeros(K, dtype=np.intp), np.empty(K))
+        return self._count_buffers
 
     def _evaluate(self, X, Y, batch_size, code, params):
         K, n = X.shape[0], X.shape[1]
