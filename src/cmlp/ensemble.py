@@ -1,4 +1,4 @@
-"""Many networks of one architecture, trained together: :class:`MLPEnsemble`.
+"""Many networks of one architecture, trained together: :class:`cmlp.MLPEnsemble`.
 
 K independent models (ensembles, bootstrap uncertainty, sweeps over learning
 rates, one model per user or sensor) trained by one compiled call per step or
@@ -35,7 +35,7 @@ DEFAULT_LR = 0.01
 
 @dataclass
 class EnsembleHistory:
-    """What :meth:`MLPEnsemble.fit` records, one column per model.
+    """What :meth:`cmlp.MLPEnsemble.fit` records, one column per model.
 
     ``loss[e, k]`` is model k's mean training loss in epoch e (NaN after the
     model stopped), ``val_loss`` the same on the validation data (empty
@@ -64,16 +64,16 @@ class MLPEnsemble:
     seed : int, sequence of K ints, or None
         A sequence gives model k the initial weights of ``MLP(..., seed=seed[k])``;
         an int or None is spread into K independent seeds
-        (:meth:`numpy.random.SeedSequence.spawn`), kept in :attr:`seeds`.
+        (``numpy.random.SeedSequence(seed).spawn(K)``), kept in ``seeds``.
     n_threads : int or None
         Threads the compiled calls use (OpenMP; one where the build has none).
         None: every core this process may run on.
 
     Notes
     -----
-    :attr:`params` is one ``(K, n_params)`` buffer: row k is model k's flat
+    :attr:`~cmlp.MLPEnsemble.params` is one ``(K, n_params)`` buffer: row k is model k's flat
     parameter buffer, laid out as ``MLP.params``. ``models[k]`` is an
-    ordinary ``MLP`` holding a copy of row k; :meth:`set_model` writes one back.
+    ordinary ``MLP`` holding a copy of row k; :meth:`~cmlp.MLPEnsemble.set_model` writes one back.
 
     Examples
     --------
@@ -82,7 +82,7 @@ class MLPEnsemble:
     >>> X = np.array([[1.0, 2.0]]); Y = np.array([[0.4]])
     >>> losses = ens.train_step(X, Y, lr=0.1)
     >>> net = cmlp.MLP([2, 1, 1], seed=1); loss1 = net.train_step(X, Y, lr=0.1)
-    >>> bool(np.array_equal(ens.params[1], net.params)) and losses[1] == loss1
+    >>> bool(np.array_equal(ens.params[1], net.params) and losses[1] == loss1)
     True
     """
 
@@ -211,7 +211,7 @@ class MLPEnsemble:
             seed: int | Sequence[int] | None = None, sample_indices: ArrayLike | None = None,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None,
             early_stopping: int | None = None) -> EnsembleHistory:
-        """Mini-batch SGD on every model at once; returns an :class:`EnsembleHistory`.
+        """Mini-batch SGD on every model at once; returns an :class:`cmlp.EnsembleHistory`.
 
         Model k trains as ``MLP.fit(X_k, Y_k, epochs=..., batch_size=...,
         lr=lr[k], loss=..., shuffle=..., seed=seed[k], validation_data=...,
@@ -332,7 +332,7 @@ class MLPEnsemble:
     # -- files ----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the ensemble to a ``.npz`` file (no pickles), read by :meth:`load`."""
+        """Write the ensemble to a ``.npz`` file (no pickles), read by :meth:`cmlp.MLPEnsemble.load`."""
         np.savez(path, format=np.array("cmlp.MLPEnsemble/1"),
                  layer_sizes=np.array(self._sizes, dtype=np.int64),
                  activation=np.array(self._activations), dtype=np.array(self._dtype.name),
@@ -340,7 +340,7 @@ class MLPEnsemble:
 
     @classmethod
     def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> MLPEnsemble:
-        """Read an ensemble written by :meth:`save`; every field is checked."""
+        """Read an ensemble written by :meth:`cmlp.MLPEnsemble.save`; every field is checked."""
         with np.load(path, allow_pickle=False) as f:
             if "format" not in f or str(f["format"]) != "cmlp.MLPEnsemble/1":
                 raise ValueError("not a file written by MLPEnsemble.save")
