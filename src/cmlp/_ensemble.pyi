@@ -3,6 +3,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
+from typing_extensions import disjoint_base
 
 TINY_LANES: int
 
@@ -10,6 +11,7 @@ def has_openmp() -> bool: ...
 def tiny_route(sizes: Any, codes: Any, dtype: DTypeLike, loss: str,
                batch_size: int) -> bool: ...
 def work_size(sizes: Any, codes: Any, batch_size: int) -> int: ...
+@disjoint_base
 class Plan:
     dtype: np.dtype[Any]
     n_params: int
