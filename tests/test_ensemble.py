@@ -208,6 +208,7 @@ def test_bad_input_raises():
         plan.train(0, n_threads=2, **{**good, "params": readonly})
     with pytest.raises(ValueError):
         plan.train(0, n_threads=0, **good)
+    plan.train(0, n_threads=10**9, **good)   # bounded: never more threads than models
     with pytest.raises(ValueError):
         plan.train(7, n_threads=1, **good)
     with pytest.raises(ValueError):   # cross_entropy without a softmax output to keep logits of

@@ -56,6 +56,8 @@ cdef extern from "_ensemble_tiny.h":
 
 # The order of a pass that takes each model's samples as they come: no indices.
 _NO_ORDER = np.empty((1 << 16, 0), dtype=np.intp)
+# A bound on the threads a call asks OpenMP for, whatever n_threads says.
+cdef Py_ssize_t MAX_THREADS = 256
 cdef int SOFTMAX_CODE = _ACTIVATIONS["softmax"]
 cdef int CROSS_ENTROPY_CODE = _LOSSES["cross_entropy"]
 cdef int BCE_CODE = _LOSSES["bce"]
@@ -258,6 +260,7 @@ cdef class Plan:
             raise ValueError("n_threads must be >= 1")
         if K == 0:
             return
+        n_threads = <int>min(n_threads, K, MAX_THREADS)   # never more threads than models
         if train_pass and self.tiny(loss, batch_size):
             self._net.loss = loss
             _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
@@ -292,6 +295,7 @@ cdef class Plan:
             raise ValueError("n_threads must be >= 1")
         if K == 0 or n == 0:
             return
+        n_threads = <int>min(n_threads, K, MAX_THREADS)
         if self._typenum == cnp.NPY_DOUBLE:
             _predict_models[double](self._sizes, self._codes, self.n_params, params, storage,
                                     X, out, n_threads)
