@@ -99,6 +99,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -771,7 +772,11 @@ def main(argv=None):
     (args.out / "latest.md").write_text(table)
     print()
     print(table)
-    return 0
+    # The many-model table beside the single-model one (its own processes,
+    # each engine alone; benchmarks/many_models.py).
+    many = [sys.executable, str(HERE / "many_models.py"), "--json",
+            str(args.out / "many_models.json")] + (["--quick"] if args.quick else [])
+    return subprocess.run(many).returncode
 
 
 if __name__ == "__main__":

@@ -41,9 +41,11 @@ SHIPPED_SUFFIXES = (".py", ".pyi")  # with py.typed, the sources a wheel carries
 COMPILED_SUFFIXES = (".pyx",)  # each becomes one compiled module, and is itself left out
 # What a build leaves behind in a tree and must never reach a wheel or sdist.
 LEFTOVER = re.compile(
-    r"^(?!tests/c/|src/cmlp/_vector_[a-z0-9]+\.c$).*\.(c|cpp|o|obj|so|pyd|dll|dylib|pyc)$"
+    r"^(?!tests/c/|src/cmlp/_vector_[a-z0-9]+\.c$|src/cmlp/_ensemble_tiny[a-z_]*\.c$)"
+    r".*\.(c|cpp|o|obj|so|pyd|dll|dylib|pyc)$"
     # generated C, objects, modules (not the C under tests/c, a test's own
-    # source, nor the vector kernels' C, which is written by hand)
+    # source, nor the vector kernels' and the ensemble's tiny kernel's C,
+    # which are written by hand)
     r"|^src/.*\.html$"  # Cython's annotation pages
     r"|(^|/)(build|_build|dist|wheelhouse|__pycache__)/")
 
@@ -115,7 +117,9 @@ def sdist_problems(sdist, root=ROOT):
                 "tools/wheels.py", *LICENCE_FILES}
     required |= {"src/" + s for s in package_sources(root)}
     required |= {p.relative_to(root).as_posix()
-                 for pattern in (f"src/{PACKAGE}/*.h", f"src/{PACKAGE}/_vector_*.c", "tests/*.py",
+                 for pattern in (f"src/{PACKAGE}/*.h", f"src/{PACKAGE}/_vector_*.c",
+                                 f"src/{PACKAGE}/_ensemble_tiny*.c", f"src/{PACKAGE}/*.pxd",
+                                 "tests/*.py",
                                  "tests/c/*.c")
                  for p in root.glob(pattern)}
     problems = [f"missing {n}" for n in sorted(required - names)]

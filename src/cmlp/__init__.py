@@ -6,11 +6,12 @@ flat parameter buffer; :class:`MLP` is the Python face of them.
 from cmlp._config import show_config
 from cmlp._version import __version__
 from cmlp.io import load, to_torch
+from cmlp.ensemble import EnsembleHistory, MLPEnsemble
 from cmlp.network import MLP
 from cmlp.training import LBFGS, SGD, Adam, History, TrainingDivergedError
 
-__all__ = ["MLP", "SGD", "Adam", "LBFGS", "History", "TrainingDivergedError", "load", "to_torch",
-           "show_config", "__version__"]
+__all__ = ["MLP", "MLPEnsemble", "EnsembleHistory", "SGD", "Adam", "LBFGS", "History",
+           "TrainingDivergedError", "load", "to_torch", "show_config", "__version__"]
 
 # Submodules whose optional dependencies are imported only when the submodule is
 # first used: `import cmlp` stays fast and needs only NumPy and SciPy.

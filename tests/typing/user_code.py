@@ -37,3 +37,10 @@ state = again.state_dict()
 net.load_state_dict(state)
 config = cmlp.show_config(mode="dicts")
 sizes: tuple[int, ...] = net.layer_sizes
+
+ens = cmlp.MLPEnsemble(8, [2, 4, 1], seed=0, n_threads=2)
+step_losses: np.ndarray = ens.train_step(X, X[:, :1] > 0, lr=[0.1] * 8)
+ens_history: cmlp.EnsembleHistory = ens.fit(X, X[:, :1] > 0, epochs=2, batch_size=4,
+                                            sample_indices=np.zeros((8, 5), dtype=int))
+first: cmlp.MLP = ens.models[0]
+mean = ens.predict_mean(X)

@@ -1,0 +1,534 @@
+"""Many networks of one architecture, trained together: :class:`cmlp.MLPEnsemble`.
+
+K independent models (ensembles, bootstrap uncertainty, sweeps over learning
+rates, one model per user or sensor) trained by one compiled call per step or
+epoch that releases the GIL once for all of them and spreads them over the
+cores (``_ensemble``). Each model gets exactly the bits that
+:class:`cmlp.MLP` would give it alone with the same seed, data, order and
+learning rate.
+
+What it leaves out, for now: optimizers other than plain SGD (momentum, Adam,
+L-BFGS), sample weights, the L2 penalty, callbacks, sparse input and a
+training call running in another thread at the same time (the ensemble has
+no lock: share it between threads only to read).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from cmlp import _ensemble
+from cmlp._kernels import ACTIVATIONS, LOSSES, shuffled_order
+from cmlp._validation import check_learning_rate, parameter_count
+from cmlp.network import MLP
+
+__all__ = ["MLPEnsemble", "EnsembleHistory"]
+
+#: fit's learning rate when none is given, as MLP.fit's plain SGD
+DEFAULT_LR = 0.01
+
+
+@dataclass
+class EnsembleHistory:
+    """What :meth:`cmlp.MLPEnsemble.fit` records, one column per model.
+
+    ``loss[e, k]`` is model k's mean training loss in epoch e (NaN after the
+    model stopped), ``val_loss`` the same on the validation data (empty
+    without it), ``best_epoch[k]`` the epoch whose parameters model k kept
+    under early stopping (-1 without it), ``stop_reason[k]`` None, or
+    ``"early_stopping"``, or ``"diverged"`` (a loss or a parameter became
+    NaN or infinite: the model was put back to that epoch's start and
+    stopped, where ``MLP.fit`` would raise).
+    """
+
+    loss: NDArray[np.float64]
+    val_loss: NDArray[np.float64]
+    best_epoch: NDArray[np.intp]
+    stop_reason: list[str | None] = field(default_factory=list)
+
+
+class MLPEnsemble:
+    """K independent :class:`cmlp.MLP` networks of one architecture, trained together.
+
+    Parameters
+    ----------
+    n_models : int
+        K, the number of networks (>= 1).
+    layer_sizes, activation, dtype
+        As :class:`cmlp.MLP`; every model has this architecture.
+    seed : int, sequence of K ints, or None
+        A sequence gives model k the initial weights of ``MLP(..., seed=seed[k])``;
+        an int or None is spread into K independent seeds
+        (``numpy.random.SeedSequence(seed).spawn(K)``), kept in ``seeds``.
+    n_threads : int or None
+        Threads the compiled calls use (OpenMP; one where the build has none).
+        None: every core this process may run on.
+
+    Notes
+    -----
+    :attr:`~cmlp.MLPEnsemble.params` is one ``(K, n_params)`` buffer: row k is model k's flat
+    parameter buffer, laid out as ``MLP.params``. ``models[k]`` is an
+    ordinary ``MLP`` holding a copy of row k; :meth:`~cmlp.MLPEnsemble.set_model` writes one back.
+
+    Examples
+    --------
+    >>> import numpy as np, cmlp
+    >>> ens = cmlp.MLPEnsemble(3, [2, 1, 1], seed=[0, 1, 2])
+    >>> X = np.array([[1.0, 2.0]]); Y = np.array([[0.4]])
+    >>> losses = ens.train_step(X, Y, lr=0.1)
+    >>> net = cmlp.MLP([2, 1, 1], seed=1); loss1 = net.train_step(X, Y, lr=0.1)
+    >>> bool(np.array_equal(ens.params[1], net.params) and losses[1] == loss1)
+    True
+    """
+
+    def __init__(self, n_models: int, layer_sizes: Sequence[int],
+                 activation: str | Sequence[str] = "sigmoid", dtype: DTypeLike = np.float64,
+                 seed: int | Sequence[int] | None = None, n_threads: int | None = None) -> None:
+        n_models = _count("n_models", n_models, 1)
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [int(s.generate_state(1, np.uint64)[0])
+                     for s in np.random.SeedSequence(seed).spawn(n_models)]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != n_models:
+                raise ValueError(f"seed must hold one seed per model, {n_models}, "
+                                 f"got {len(seeds)}")
+        first = MLP(layer_sizes, activation, dtype, seed=seeds[0])
+        self._prototype = first   # checks losses against the architecture, as MLP does
+        self._sizes = first.layer_sizes
+        self._activations = first.activation
+        self._dtype = first.dtype
+        self._codes = np.array([ACTIVATIONS[a] for a in self._activations], dtype=np.intc)
+        self._plan = _ensemble.Plan(self._sizes, self._codes, self._dtype)
+        self._n_params = parameter_count(self._sizes)
+        self.seeds = seeds
+        self.n_threads = n_threads
+        params = _aligned_rows(n_models, self._n_params, self._dtype)
+        P = self._n_params
+        params[0, :P] = first.params
+        for k in range(1, n_models):
+            params[k, :P] = MLP(layer_sizes, activation, dtype, seed=seeds[k]).params
+        self._params = params
+        self._grads = _aligned_rows(n_models, self._n_params, self._dtype)
+        self._storage: dict[int, np.ndarray] = {}
+        self._last_rates: tuple[float, np.ndarray] | None = None
+        self._loss_codes: dict[str, int] = {}
+        self._count_buffers: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- architecture and parameters ------------------------------------------------
+
+    @property
+    def n_models(self) -> int:
+        """K, the number of models."""
+        return self._params.shape[0]
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return self._sizes
+
+    @property
+    def activation(self) -> tuple[str, ...]:
+        return self._activations
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def params(self) -> NDArray[np.floating[Any]]:
+        """The ``(K, n_params)`` buffer: row k is model k's ``MLP.params`` (writable)."""
+        return self._params[:, :self._n_params]
+
+    @property
+    def n_threads(self) -> int:
+        """Threads the compiled calls use."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value: int | None) -> None:
+        if value is None:
+            value = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
+        self._n_threads = _count("n_threads", value, 1)
+
+    def __len__(self) -> int:
+        return self.n_models
+
+    def __repr__(self) -> str:
+        acts = self._activations
+        activation = acts[0] if len(set(acts)) == 1 else list(acts)
+        return (f"MLPEnsemble({self.n_models}, {list(self._sizes)}, activation={activation!r}, "
+                f"dtype={self._dtype.name})")
+
+    @property
+    def models(self) -> _Models:
+        """``models[k]``: model k as an ordinary :class:`cmlp.MLP` (a copy)."""
+        return _Models(self)
+
+    def model(self, k: int) -> MLP:
+        """Model k as an ordinary :class:`cmlp.MLP`, its parameters copied."""
+        k = _index(k, self.n_models)
+        net = MLP(self._sizes, list(self._activations), self._dtype, seed=0)
+        net.params[:] = self.params[k]
+        return net
+
+    def set_model(self, k: int, net: MLP) -> None:
+        """Copy ``net``'s parameters into model k (same architecture and dtype)."""
+        k = _index(k, self.n_models)
+        if (not isinstance(net, MLP) or net.layer_sizes != self._sizes
+                or net.activation != self._activations or net.dtype != self._dtype):
+            raise ValueError(f"net must be an MLP of the ensemble's architecture, "
+                             f"{list(self._sizes)} {self._activations} {self._dtype.name}")
+        self.params[k] = net.params
+
+    # -- training ---------------------------------------------------------------------
+
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float | ArrayLike,
+                   loss: str = "mse") -> NDArray[np.float64]:
+        """One SGD step of every model on one batch each; returns the K losses.
+
+        Parameters
+        ----------
+        X : array_like, shape ``(K, n, n_in)`` (model k's batch is ``X[k]``) or
+            ``(n, n_in)`` / ``(n_in,)`` (one batch for all)
+        Y : array_like, the targets, of the matching shape: ``(K, n, n_out)``
+            or ``(K, n)`` for one output; ``(n, n_out)``, ``(n,)`` or ``(n_out,)``
+        lr : float, or array_like of K floats (each model's own)
+        loss : as :meth:`cmlp.MLP.train_step` (not ``"cross_entropy"``'s class indices)
+
+        Model k's parameters end bit for bit as after ``MLP.train_step(X[k], Y[k], lr[k])``.
+        """
+        X, Y = self._per_model(X, Y)
+        return self._run(X, Y, None, X.shape[1], self._rates(lr), self._loss_code(loss))[0][:, 0]
+
+    def fit(self, X: ArrayLike, Y: ArrayLike, *, epochs: int = 1, batch_size: int = 32,
+            lr: float | ArrayLike | None = None, loss: str = "mse", shuffle: bool = True,
+            seed: int | Sequence[int] | None = None, sample_indices: ArrayLike | None = None,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            early_stopping: int | None = None) -> EnsembleHistory:
+        """Mini-batch SGD on every model at once; returns an :class:`cmlp.EnsembleHistory`.
+
+        Model k trains as ``MLP.fit(X_k, Y_k, epochs=..., batch_size=...,
+        lr=lr[k], loss=..., shuffle=..., seed=seed[k], validation_data=...,
+        early_stopping=...)`` would (plain SGD), bit for bit, where X_k is
+        ``X[k]`` for per-model data (``X`` of shape ``(K, n, n_in)``), else the
+        shared ``X`` (``(n, n_in)``), or its rows ``sample_indices[k]`` (a
+        ``(K, m)`` array of row indices: bootstrap samples, subsets). A
+        model whose validation loss has not improved for ``early_stopping``
+        epochs stops and keeps its best epoch's parameters, while the others
+        go on; one that diverges is put back to that epoch's start and
+        stopped (``MLP.fit`` raises instead).
+        """
+        epochs = _count("epochs", epochs, 0)
+        batch_size = _count("batch_size", batch_size, 1)
+        code = self._loss_code(loss)
+        K = self.n_models
+        rates = self._rates(DEFAULT_LR if lr is None else lr)
+        X, Y = self._per_model(X, Y, sample_indices)
+        n = X.shape[1]
+        if n == 0:
+            raise ValueError("X holds no samples")
+        batch_size = min(batch_size, n)
+        if seed is None or isinstance(seed, (int, np.integer)):
+            rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(K)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != K:
+                raise ValueError(f"seed must hold one seed per model, {K}, got {len(seeds)}")
+            rngs = [np.random.default_rng(s) for s in seeds]
+        if validation_data is not None:
+            X_val, Y_val = self._per_model(*validation_data)
+        if early_stopping is not None:
+            early_stopping = _count("early_stopping", early_stopping, 1)
+            if validation_data is None:
+                raise ValueError("early_stopping needs validation_data to watch")
+        order = np.empty((K, n), dtype=np.intp) if shuffle else None
+        active = np.ones(K, dtype=bool)
+        history = EnsembleHistory(np.full((epochs, K), np.nan),
+                                  np.full((epochs if validation_data is not None else 0, K),
+                                          np.nan),
+                                  np.full(K, -1, dtype=np.intp), [None] * K)
+        best = self._params.copy() if early_stopping is not None else None
+        since_best = np.zeros(K, dtype=np.intp)
+        for epoch in range(epochs):
+            if not active.any():
+                history.loss = history.loss[:epoch]
+                history.val_loss = history.val_loss[:epoch]
+                break
+            start = self._params.copy()
+            if order is not None:
+                for k in np.flatnonzero(active):
+                    shuffled_order(order[k], rngs[k])
+            idx = np.flatnonzero(active)
+            sub = slice(None) if idx.size == K else idx
+            params = self._params if idx.size == K else self._params[idx]
+            _, ran, totals = self._run(X[sub], Y[sub], None if order is None else order[sub],
+                                       batch_size, rates[sub], code, params)
+            if idx.size != K:
+                self._params[idx] = params
+            n_batches = -(-n // batch_size)
+            finite = np.isfinite(self._params[idx]).all(axis=1)
+            diverged = (ran < n_batches) | ~np.isfinite(totals) | ~finite
+            if validation_data is not None:
+                val = self._evaluate(X_val[sub], Y_val[sub], batch_size, code, self._params[idx])
+                diverged |= ~np.isfinite(val)
+            else:
+                val = None
+            if epoch == epochs - 1:   # the last update is checked by a pass, as MLP.fit does
+                out = self._predict_into(X[sub], self._params[idx])
+                diverged |= ~np.isfinite(out).all(axis=(1, 2))
+            for j, k in enumerate(idx):
+                if diverged[j]:
+                    self._params[k] = start[k]
+                    active[k] = False
+                    history.stop_reason[k] = "diverged"
+                    if history.best_epoch[k] == epoch:
+                        history.best_epoch[k] = -1
+                    continue
+                history.loss[epoch, k] = totals[j] / n
+                if val is not None:
+                    history.val_loss[epoch, k] = val[j]
+                if early_stopping is not None:
+                    b = history.best_epoch[k]
+                    if b < 0 or val[j] < history.val_loss[b, k]:
+                        history.best_epoch[k] = epoch
+                        best[k] = self._params[k]
+                        since_best[k] = 0
+                    else:
+                        since_best[k] += 1
+                        if since_best[k] >= early_stopping:
+                            history.stop_reason[k] = "early_stopping"
+                            active[k] = False
+        if best is not None:
+            keep = history.best_epoch >= 0
+            self._params[keep] = best[keep]
+        return history
+
+    # -- prediction ---------------------------------------------------------------------
+
+    def predict(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
+        """Every model's output: ``(K, n, n_out)``.
+
+        ``X`` of shape ``(n, n_in)`` (or ``(n_in,)``) goes through every
+        model; ``(K, n, n_in)`` gives model k its own ``X[k]``. Each output
+        is bit for bit ``MLP.predict``'s.
+        """
+        X = self._samples(X, allow_per_model=True)
+        return self._predict_into(X, self._params)
+
+    def predict_mean(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
+        """The ensemble's mean output, ``(n, n_out)``."""
+        return self.predict(X).mean(axis=0)
+
+    def predict_var(self, X: ArrayLike, ddof: int = 0) -> NDArray[np.floating[Any]]:
+        """The variance of the models' outputs, ``(n, n_out)`` (``ddof`` as NumPy's)."""
+        return self.predict(X).var(axis=0, ddof=ddof)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the ensemble to a ``.npz`` file (no pickles), read by :meth:`cmlp.MLPEnsemble.load`."""
+        np.savez(path, format=np.array("cmlp.MLPEnsemble/1"),
+                 layer_sizes=np.array(self._sizes, dtype=np.int64),
+                 activation=np.array(self._activations), dtype=np.array(self._dtype.name),
+                 params=self.params, seeds=np.array([str(s) for s in self.seeds]))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> MLPEnsemble:
+        """Read an ensemble written by :meth:`cmlp.MLPEnsemble.save`; every field is checked."""
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != "cmlp.MLPEnsemble/1":
+                raise ValueError("not a file written by MLPEnsemble.save")
+            sizes = [int(s) for s in f["layer_sizes"]]
+            activation = [str(a) for a in f["activation"]]
+            dtype = str(f["dtype"])
+            params = np.asarray(f["params"])
+            seeds = [int(s) for s in f["seeds"]]
+        if params.ndim != 2 or params.shape[0] < 1 or params.shape[0] != len(seeds):
+            raise ValueError("the file's params must be (n_models, n_params), one seed per model")
+        ens = cls(1, sizes, activation, dtype, seed=[0], n_threads=n_threads)
+        if params.shape[1] != ens._n_params or params.dtype != ens.dtype:
+            raise ValueError("the file's params do not match its architecture")
+        ens._params = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)
+        ens.params[:] = params
+        ens._grads = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)
+        ens.seeds = seeds
+        return ens
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _loss_code(self, loss):
+        code = self._loss_codes.get(loss) if isinstance(loss, str) else None
+        if code is None:
+            self._prototype._engine.check_loss(loss)
+            code = self._loss_codes[loss] = LOSSES[loss]
+        return code
+
+    def _rates(self, lr):
+        if type(lr) is float and self._last_rates is not None and self._last_rates[0] == lr:
+            return self._last_rates[1]
+        if np.ndim(lr) == 0:
+            rates = np.full(self.n_models, check_learning_rate(lr))
+            rates.flags.writeable = False
+            self._last_rates = (rates[0], rates)
+            return rates
+        rates = np.array([check_learning_rate(r) for r in np.asarray(lr).ravel()])
+        if np.ndim(lr) != 1 or rates.shape[0] != self.n_models:
+            raise ValueError(f"lr must be a number or hold one per model, {self.n_models}")
+        return rates
+
+    def _samples(self, X, allow_per_model):
+        X = np.asarray(X)
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) \
+                or np.iscomplexobj(X):
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        n_in = self._sizes[0]
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim == 2:
+            X = X[None]
+        if X.ndim != 3 or X.shape[2] != n_in or (X.shape[0] not in (1, self.n_models)) \
+                or (not allow_per_model and X.shape[0] != 1):
+            raise ValueError(f"X must be of shape (n, {n_in}) or ({self.n_models}, n, {n_in}),"
+                             f" got {np.shape(X)}")
+        return np.ascontiguousarray(X, dtype=self._dtype)
+
+    def _per_model(self, X, Y, sample_indices=None):
+        """X (K, n, n_in) and Y (K, n, n_out), C-contiguous, of the ensemble's dtype."""
+        K, n_in, n_out = self.n_models, self._sizes[0], self._sizes[-1]
+        if (sample_indices is None and type(X) is np.ndarray and type(Y) is np.ndarray
+                and X.dtype == self._dtype and Y.dtype == self._dtype and X.ndim == 3
+                and X.shape[0] == K and X.shape[2] == n_in
+                and Y.shape == (K, X.shape[1], n_out)
+                and X.flags.c_contiguous and Y.flags.c_contiguous):
+            return X, Y   # already what the kernels read (the compiled call checks again)
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        for name, a in (("X", X), ("Y", Y)):
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+                raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        if X.ndim == 3:
+            if X.shape[0] != K or X.shape[2] != n_in:
+                raise ValueError(f"X must be of shape ({K}, n, {n_in}), got {X.shape}")
+            n = X.shape[1]
+            if Y.ndim == 2 and n_out == 1 and Y.shape == (K, n):
+                Y = Y[:, :, None]
+            if Y.shape != (K, n, n_out):
+                raise ValueError(f"Y must be of shape ({K}, {n}, {n_out}), got {Y.shape}")
+            if sample_indices is not None:
+                raise ValueError("sample_indices index a shared X (n, n_in), not per-model data")
+        else:
+            if X.ndim == 1:
+                X = X[None, :]
+            if X.ndim != 2 or X.shape[1] != n_in:
+                raise ValueError(f"X must be of shape (n, {n_in}) or ({K}, n, {n_in}), "
+                                 f"got {X.shape}")
+            n = X.shape[0]
+            if Y.ndim <= 1 and Y.size == n * n_out:
+                Y = Y.reshape(n, n_out)
+            if Y.shape != (n, n_out):
+                raise ValueError(f"Y must be of shape ({n}, {n_out}), got {Y.shape}")
+            if sample_indices is None:
+                X = np.broadcast_to(X, (K, n, n_in))
+                Y = np.broadcast_to(Y, (K, n, n_out))
+            else:
+                idx = np.asarray(sample_indices)
+                if idx.ndim != 2 or idx.shape[0] != K or not np.issubdtype(idx.dtype, np.integer):
+                    raise ValueError(f"sample_indices must be a ({K}, m) array of row indices")
+                if idx.size and (idx.min() < 0 or idx.max() >= n):
+                    raise ValueError(f"sample_indices must hold rows in [0, {n})")
+                X, Y = X[idx], Y[idx]
+        return (np.ascontiguousarray(X, dtype=self._dtype),
+                np.ascontiguousarray(Y, dtype=self._dtype))
+
+    def _work(self, batch_size, K):
+        size = _ensemble.work_size(self._sizes, self._codes, batch_size)
+        buf = self._storage.get(batch_size)
+        if buf is None or buf.shape[0] < K:
+            buf = _aligned_rows(max(K, self.n_models), size, self._dtype)
+            self._storage = {batch_size: buf}
+        return buf[:K]
+
+    def _run(self, X, Y, order, batch_size, rates, code, params=None):
+        params = self._params if params is None else params
+        K, n = X.shape[0], X.shape[1]
+        n_batches = -(-n // batch_size)
+        losses = np.empty((K, n_batches))
+        ran, totals = self._counts(K)
+        grads = self._grads[:K]
+        self._plan.train(code, params, grads, self._work(batch_size, K), X, Y, order,
+                         batch_size, rates, losses, ran, totals, self._n_threads)
+        return losses, ran, totals
+
+    def _counts(self, K):
+        """The batches run and the totals of each model: reused from call to call."""
+        if self._count_buffers is None or self._count_buffers[0].shape[0] != K:
+            self._count_buffers = (np.zeros(K, dtype=np.intp), np.empty(K))
+        return self._count_buffers
+
+    def _evaluate(self, X, Y, batch_size, code, params):
+        K, n = X.shape[0], X.shape[1]
+        batch_size = min(batch_size, n)
+        losses = np.empty((K, -(-n // batch_size)))
+        ran = np.zeros(K, dtype=np.intp)
+        totals = np.empty(K)
+        self._plan.train(code, params, np.empty_like(params), self._work(batch_size, K), X, Y,
+                         None, batch_size, None, losses, ran, totals, self._n_threads)
+        return totals / n
+
+    def _predict_into(self, X, params):
+        K, n = params.shape[0], X.shape[1]
+        out = np.empty((K, n, self._sizes[-1]), dtype=self._dtype)
+        storage = np.empty((K, max(1, n * sum(self._sizes))), dtype=self._dtype)
+        self._plan.predict(params, storage, X, out, self._n_threads)
+        return out
+
+
+class _Models(Sequence[MLP]):
+    """``ensemble.models``: model k as an ``MLP`` copy, on indexing."""
+
+    def __init__(self, ensemble: MLPEnsemble) -> None:
+        self._ensemble = ensemble
+
+    def __len__(self) -> int:
+        return self._ensemble.n_models
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self._ensemble.model(i) for i in range(*k.indices(len(self)))]
+        return self._ensemble.model(k)
+
+
+#: each model's row of the stacked buffers starts on its own cache line
+_ALIGNMENT = 64
+
+
+def _aligned_rows(K, width, dtype):
+    """A zeroed C-contiguous (K, >= width) array whose rows start on 64-byte
+    boundaries, as MLP's own buffers do: each row padded to whole lines."""
+    item = np.dtype(dtype).itemsize
+    stride = -(-max(width, 1) * item // _ALIGNMENT) * _ALIGNMENT // item
+    raw = np.zeros(K * stride + _ALIGNMENT // item, dtype=dtype)
+    start = (-raw.ctypes.data % _ALIGNMENT) // item
+    return raw[start:start + K * stride].reshape(K, stride)
+
+
+def _count(name, value, lowest):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lowest:
+        raise ValueError(f"{name} must be >= {lowest}, got {value}")
+    return int(value)
+
+
+def _index(k, n):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"a model index must be an int, got {type(k).__name__}")
+    if not -n <= k < n:
+        raise IndexError(f"model index {k} out of range for {n} models")
+    return int(k) % n

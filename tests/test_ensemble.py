@@ -1,0 +1,224 @@
+"""MLPEnsemble: every model gets the bits MLP gives it alone, on both routes
+(the per-model kernels and the vectorised tiny-network kernel), on one thread
+and on two; and nothing reachable from Python crashes the interpreter."""
+import numpy as np
+import pytest
+
+import cmlp
+from cmlp import _ensemble
+from cmlp.ensemble import MLPEnsemble
+
+THREADS = [1, 2]
+
+
+def _alone(ens, k, seed):
+    return cmlp.MLP(ens.layer_sizes, list(ens.activation), ens.dtype, seed=seed)
+
+
+def _data(rng, K, n, n_in, n_out, dtype, scale=1.0):
+    X = (rng.standard_normal((K, n, n_in)) * scale).astype(dtype)
+    Y = rng.uniform(0.05, 0.95, (K, n, n_out)).astype(dtype)
+    return X, Y
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("sizes, activation, loss, n", [
+    ([2, 1, 1], "sigmoid", "mse", 1),                            # tiny route, the notebook's net
+    ([10, 16, 3], ["tanh", "sigmoid"], "bce", 1),               # tiny route, dot products in 8s
+    ([3, 5, 4, 2], ["relu", "identity", "sigmoid"], "half_sse", 1),
+    ([16, 32, 1], "sigmoid", "mse", 32),                         # per-model route, BLAS
+    ([4, 6, 3], ["tanh", "softmax"], "cross_entropy", 5),
+])
+def test_train_step_gives_each_model_its_own_bits(sizes, activation, loss, n, n_threads):
+    rng = np.random.default_rng(1)
+    K = 45   # not a multiple of the tiny kernel's lanes
+    seeds = list(range(100, 100 + K))
+    ens = MLPEnsemble(K, sizes, activation, seed=seeds, n_threads=n_threads)
+    nets = [_alone(ens, k, seeds[k]) for k in range(K)]
+    for k in range(K):
+        assert np.array_equal(ens.params[k], nets[k].params)
+    lr = rng.uniform(0.05, 0.5, K)
+    for step in range(4):
+        X, Y = _data(rng, K, n, sizes[0], sizes[-1], np.float64)
+        if loss == "cross_entropy":
+            Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], (K, n))]
+        losses = ens.train_step(X, Y, lr, loss=loss)
+        for k in range(K):
+            expected = nets[k].train_step(X[k], Y[k], lr[k], loss=loss)
+            assert losses[k] == expected, (step, k)
+            assert np.array_equal(ens.params[k], nets[k].params), (step, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_and_shared_batch(dtype):
+    rng = np.random.default_rng(2)
+    ens = MLPEnsemble(5, [3, 4, 2], "tanh", dtype=dtype, seed=[1, 2, 3, 4, 5], n_threads=2)
+    nets = [_alone(ens, k, k + 1) for k in range(5)]
+    X = rng.standard_normal((1, 3))
+    Y = rng.standard_normal((1, 2))
+    losses = ens.train_step(X, Y, 0.1)
+    for k in range(5):
+        assert losses[k] == nets[k].train_step(X, Y, 0.1)
+        assert np.array_equal(ens.params[k], nets[k].params)
+        assert ens.params.dtype == dtype
+
+
+@pytest.mark.parametrize("scale", [1e3, np.inf])
+def test_tiny_route_outside_the_vector_sigmoids_range(scale):
+    # |z| beyond 707 takes libm's exp, NaN propagates: as in MLP, lane by lane.
+    K = 40
+    ens = MLPEnsemble(K, [2, 3, 1], seed=list(range(K)), n_threads=2)
+    nets = [_alone(ens, k, k) for k in range(K)]
+    rng = np.random.default_rng(3)
+    X, Y = _data(rng, K, 1, 2, 1, np.float64)
+    X[::3] *= scale
+    with np.errstate(all="ignore"):
+        losses = ens.train_step(X, Y, 0.3)
+        for k in range(K):
+            expected = nets[k].train_step(X[k], Y[k], 0.3)
+            assert np.array_equal(losses[k], expected, equal_nan=True)
+            assert np.array_equal(ens.params[k], nets[k].params, equal_nan=True)
+
+
+def test_tiny_route_is_taken_and_all_variants_agree():
+    assert _ensemble.tiny_route((2, 1, 1), (1, 1), np.float64, "mse", 1)
+    assert not _ensemble.tiny_route((2, 1, 1), (1, 1), np.float64, "mse", 2)
+    assert not _ensemble.tiny_route((2, 1, 1), (1, 1), np.float32, "mse", 1)
+    assert not _ensemble.tiny_route((2, 40, 1), (1, 1), np.float64, "mse", 1)
+    from cmlp import _kernels
+    rng = np.random.default_rng(4)
+    X, Y = _data(rng, 70, 1, 10, 3, np.float64)
+    results = []
+    for variant in _kernels.vector_variants():
+        previous = _kernels._use_vector_variant(variant)
+        try:
+            ens = MLPEnsemble(70, [10, 12, 3], seed=7)
+            results.append((ens.train_step(X, Y, 0.2), ens.params.copy()))
+        finally:
+            _kernels._use_vector_variant(previous)
+    for losses, params in results[1:]:
+        assert np.array_equal(losses, results[0][0])
+        assert np.array_equal(params, results[0][1])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_fit_is_mlp_fit_per_model(batch_size):
+    rng = np.random.default_rng(5)
+    K, n = 6, 23
+    X = rng.standard_normal((n, 2))
+    Y = rng.uniform(0, 1, (n, 1))
+    boot = rng.integers(0, n, (K, n))
+    lr = np.linspace(0.1, 0.6, K)
+    ens = MLPEnsemble(K, [2, 3, 1], seed=list(range(K)), n_threads=2)
+    history = ens.fit(X, Y, epochs=5, batch_size=batch_size, lr=lr, seed=list(range(50, 50 + K)),
+                      sample_indices=boot)
+    for k in range(K):
+        net = cmlp.MLP([2, 3, 1], seed=k)
+        h = net.fit(X[boot[k]], Y[boot[k]], epochs=5, batch_size=batch_size, lr=lr[k],
+                    seed=50 + k)
+        assert np.array_equal(ens.params[k], net.params), k
+        assert list(history.loss[:, k]) == h.loss
+
+
+def test_fit_early_stopping_per_model():
+    rng = np.random.default_rng(6)
+    K, n = 4, 30
+    X, Y = _data(rng, K, n, 3, 2, np.float64)
+    Xv, Yv = _data(rng, K, 10, 3, 2, np.float64)
+    ens = MLPEnsemble(K, [3, 4, 2], seed=[1, 2, 3, 4], n_threads=2)
+    history = ens.fit(X, Y, epochs=40, batch_size=4, lr=[0.5, 2.0, 5.0, 9.0], seed=[9, 8, 7, 6],
+                      validation_data=(Xv, Yv), early_stopping=2)
+    for k in range(K):
+        net = cmlp.MLP([3, 4, 2], seed=k + 1)
+        h = net.fit(X[k], Y[k], epochs=40, batch_size=4, lr=[0.5, 2.0, 5.0, 9.0][k], seed=9 - k,
+                    validation_data=(Xv[k], Yv[k]), early_stopping=2)
+        assert np.array_equal(ens.params[k], net.params), k
+        ran = len(h.loss)
+        assert list(history.loss[:ran, k]) == h.loss
+        assert list(history.val_loss[:ran, k]) == h.val_loss
+        assert history.best_epoch[k] == (h.best_epoch if h.best_epoch is not None else -1)
+        assert history.stop_reason[k] == h.stop_reason
+
+
+def test_predict_models_and_files(tmp_path):
+    rng = np.random.default_rng(7)
+    ens = MLPEnsemble(5, [4, 8, 3], ["relu", "sigmoid"], seed=3)
+    ens.train_step(*_data(rng, 5, 6, 4, 3, np.float64), lr=0.2)
+    X = rng.standard_normal((9, 4))
+    out = ens.predict(X)
+    assert out.shape == (5, 9, 3)
+    for k in range(5):
+        net = ens.models[k]
+        assert isinstance(net, cmlp.MLP)
+        assert np.array_equal(net.params, ens.params[k])
+        assert np.array_equal(out[k], net.predict(X))
+    np.testing.assert_allclose(ens.predict_mean(X), np.mean([ens.models[k].predict(X)
+                                                             for k in range(5)], axis=0),
+                               rtol=1e-15)
+    np.testing.assert_allclose(ens.predict_var(X), out.var(axis=0), rtol=1e-15)
+    ens.save(tmp_path / "e.npz")
+    again = MLPEnsemble.load(tmp_path / "e.npz")
+    assert np.array_equal(again.params, ens.params) and again.seeds == ens.seeds
+    net = cmlp.MLP([4, 8, 3], ["relu", "sigmoid"], seed=0)
+    ens.set_model(2, net)
+    assert np.array_equal(ens.params[2], net.params)
+    assert len(ens.models) == 5 and len(ens.models[1:3]) == 2
+
+
+def test_bad_input_raises():
+    ens = MLPEnsemble(3, [2, 2, 1], seed=0)
+    with pytest.raises(ValueError):
+        ens.train_step(np.zeros((4, 1, 2)), np.zeros((4, 1, 1)), 0.1)
+    with pytest.raises(ValueError):
+        ens.train_step(np.zeros((3, 1, 3)), np.zeros((3, 1, 1)), 0.1)
+    with pytest.raises(ValueError):
+        ens.train_step(np.zeros((3, 1, 2)), np.zeros((3, 1, 1)), [0.1, 0.2])
+    with pytest.raises(ValueError):
+        ens.train_step(np.zeros((3, 1, 2)), np.zeros((3, 1, 1)), -1.0)
+    with pytest.raises(TypeError):
+        ens.train_step(np.array([["a", "b"]]), np.zeros(1), 0.1)
+    with pytest.raises(ValueError):
+        ens.train_step(np.zeros((1, 2)), np.zeros((1, 1)), 0.1, loss="cross_entropy")
+    with pytest.raises(ValueError):
+        ens.fit(np.zeros((5, 2)), np.zeros(5), sample_indices=np.full((3, 5), 5))
+    with pytest.raises(IndexError):
+        ens.models[3]
+    # the compiled door itself, given what a caller should not give it
+    plan = _ensemble.Plan([2, 2, 1], [1, 1], np.float64)
+    P = plan.n_params
+    good = dict(params=np.zeros((3, P)), grads=np.zeros((3, P)), storage=np.zeros((3, 100)),
+                X=np.zeros((3, 4, 2)), Y=np.zeros((3, 4, 1)), order=None, batch_size=2,
+                lr=np.zeros(3), losses=np.zeros((3, 2)), ran=np.zeros(3, dtype=np.intp),
+                totals=np.zeros(3))
+    plan.train(0, n_threads=2, **good)
+    for key, bad in [("params", np.zeros((3, P - 1))), ("grads", np.zeros((2, P))),
+                     ("storage", np.zeros((3, 5))), ("X", np.zeros((3, 4, 3))),
+                     ("Y", np.zeros((3, 3, 1))), ("order", np.full((3, 4), 4, dtype=np.intp)),
+                     ("order", np.zeros((3, 4), dtype=np.int8)), ("batch_size", 0),
+                     ("lr", np.zeros(2)), ("losses", np.zeros((3, 1))),
+                     ("ran", np.zeros(3)), ("totals", np.zeros(2)),
+                     ("params", np.zeros((3, P), dtype=np.float32)),
+                     ("X", np.zeros((3, 4, 2))[:, :, ::-1]), ("params", [[0.0] * P] * 3),
+                     ("params", np.zeros((3, P))[:, ::2]), ("losses", np.zeros((3, 2))[::-1])]:
+        with pytest.raises(ValueError):
+            plan.train(0, n_threads=2, **{**good, key: bad})
+    readonly = np.zeros((3, P))
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError):
+        plan.train(0, n_threads=2, **{**good, "params": readonly})
+    with pytest.raises(ValueError):
+        plan.train(0, n_threads=0, **good)
+    plan.train(0, n_threads=10**9, **good)   # bounded: never more threads than models
+    with pytest.raises(ValueError):
+        plan.train(7, n_threads=1, **good)
+    with pytest.raises(ValueError):   # cross_entropy without a softmax output to keep logits of
+        plan.train(3, n_threads=1, **good)
+    with pytest.raises(ValueError):   # bce without a sigmoid output
+        _ensemble.Plan([2, 2, 1], [1, 0], np.float64).train(2, n_threads=1, **good)
+    with pytest.raises(ValueError):
+        _ensemble.Plan([2, 2], [1, 1], np.float64)
+    with pytest.raises((ValueError, TypeError)):
+        _ensemble.Plan([2, 0, 1], [1, 1], np.float64)
+    with pytest.raises(ValueError):
+        plan.predict(np.zeros((3, P)), np.zeros((3, 1)), np.zeros((3, 4, 2)),
+                     np.zeros((3, 4, 1)), 1)
