@@ -22,11 +22,12 @@ python=${PYTHON:-python3}
 # Every kernel and every path that depends on the processor: the notebook,
 # finite differences, the variants' bit-equality and the recorded digests,
 # products through both routes, the sigmoid's edges, the optimisers, fit and
-# train_epoch, the model files, and the vector kernels' C on its own.
+# train_epoch, the model files, the vector kernels' C on its own, and the
+# ensemble's kernels (the tiny-network one is built per variant).
 SLICE=(tests/test_notebook.py tests/test_gradients.py tests/test_variants.py
        tests/test_same_bits_everywhere.py tests/test_products.py tests/test_numerics.py
        tests/test_optim.py tests/test_training.py tests/test_train_epoch.py
-       tests/test_files.py tests/test_vector_kernels_c.py)
+       tests/test_files.py tests/test_vector_kernels_c.py tests/test_ensemble.py)
 # A child interpreter would run on the host's processor (x86) or not at all
 # (aarch64, without a binfmt_misc entry), so those tests are left out.
 MARKERS="not slow and not spawns_python"
@@ -94,8 +95,8 @@ aarch64() {
     # Starting a thread hangs under qemu-aarch64 7.2 (a trivial
     # threading.Thread().start() spins for ever): one OpenBLAS thread, and
     # the tests that start threads left out, and so is pytest's faulthandler
-    # timeout, whose watchdog is a thread.
-    PYTEST_ADDOPTS="-o faulthandler_timeout=0" \
+    # timeout, whose watchdog is a thread; OpenMP's regions keep to one thread.
+    PYTEST_ADDOPTS="-o faulthandler_timeout=0" OMP_THREAD_LIMIT=1 \
     MARKERS="$MARKERS and not starts_threads" QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu \
         OPENBLAS_NUM_THREADS=1 PYTHONPATH="$work/cmlp/site:$work/deps" \
         CMLP_EXPECT_VARIANT=baseline CMLP_TEST_CC=aarch64-linux-gnu-gcc \
