@@ -25,7 +25,7 @@ directives = {
 
 
 # The vector kernels (_vector_kernels.c), one file per variant, each of which
-# sets its own target; _kernels calls them through _vector_dispatch.c's table.
+# sets its own target; _maths calls them through _vector_dispatch.c's table.
 VECTOR_KERNELS = [f"src/cmlp/_vector_{v}.c" for v in ("baseline", "avx2", "avx512", "dispatch")]
 VECTOR_DEPENDS = ["src/cmlp/_vector_kernels.h", "src/cmlp/_vector_kernels.c"]
 
@@ -49,6 +49,11 @@ def extension(name, c_sources=(), depends=()):
     )
 
 
-setup(ext_modules=cythonize([extension("_kernels", VECTOR_KERNELS, VECTOR_DEPENDS),
+# The maths (with the vector kernels linked in), the epochs, the engine, the
+# optimizers; the last three cimport _maths.pxd (and the engine _batches.pxd).
+setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, VECTOR_DEPENDS),
+                             extension("_batches"),
+                             extension("_kernels"),
                              extension("_optim")],
+                            include_path=["src"],
                             compiler_directives=directives))
