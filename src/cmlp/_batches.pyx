@@ -89,8 +89,7 @@ cdef bint _gather_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
 
 
 cdef inline void _copy_row(floating* out, const floating* row, Py_ssize_t count) noexcept nogil:
-    # A short row is copied in place: a call to memcpy per row of a few
-    # entries was half of what shuffling cost a small network's epoch.
+    # A short row is copied in place: a call to memcpy would cost more than the copy.
     cdef Py_ssize_t j
     if count > SHORT_ROW:
         memcpy(out, row, count * sizeof(floating))
@@ -348,10 +347,11 @@ def shuffled_order(cnp.ndarray order, rng):
     recommended seeding), whose outputs x give the uniforms
     u = (x >> 11) 2^-53, and the inside-out Fisher-Yates shuffle takes one
     each: for i = 0, 1, ..., n - 1, with j = min(floor(u * (i + 1)), i),
-    ``order[i] = order[j]`` then ``order[j] = i``. NumPy's own generators cost
-    three times as much per uniform, which was most of what shuffling added
-    to an epoch of a small network. order is a writable C-contiguous intp
-    array.
+    ``order[i] = order[j]`` then ``order[j] = i``: a generator of its own,
+    cheaper per uniform than NumPy's. What users are promised is only that
+    one seed gives one order on every machine and in every version of the
+    same major release (tests/test_same_bits_everywhere.py). order is a
+    writable C-contiguous intp array.
     """
     if not (cnp.PyArray_TYPE(order) == cnp.NPY_INTP and order.ndim == 1
             and cnp.PyArray_IS_C_CONTIGUOUS(order) and cnp.PyArray_ISWRITEABLE(order)):

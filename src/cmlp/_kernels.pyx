@@ -24,7 +24,7 @@ cimport numpy as cnp
 import numpy as np
 
 from cmlp._maths cimport (
-    BACKWARD, BCE, CROSS_ENTROPY, FORWARD, GRADIENTS, PREDICT, SIGMOID, SOFTMAX, TRAIN,
+    BACKWARD, CROSS_ENTROPY, FORWARD, GRADIENTS, PREDICT, SOFTMAX, TRAIN,
     Layer, Net, add_weight_penalty, all_finite, forward, loss_and_backward, net_init,
     sgd_by_layer, sparse_pass, train_step, weighted_loss_and_backward,
 )
@@ -35,7 +35,7 @@ from cmlp._batches cimport (
 
 from cmlp._batches import IN_ORDER as _IN_ORDER
 from cmlp._batches import shuffled_order
-from cmlp._maths import (ACTIVATIONS, LOSSES, VARIANT_ASKED_AT_IMPORT, blas_min_work,
+from cmlp._maths import (ACTIVATIONS, LOSS_NEEDS, LOSSES, VARIANT_ASKED_AT_IMPORT, blas_min_work,
                          vector_variant, vector_variants)
 # For the tests and benchmarks, which switch variants and thresholds through this module.
 from cmlp._maths import _set_blas_min_work, _use_vector_variant  # no-cython-lint
@@ -110,9 +110,8 @@ cdef object _check_weights(object weights, Py_ssize_t n):
 # Engine: the buffers of one network, and the checked doors into the kernels
 # ---------------------------------------------------------------------------
 
-# The buffers start on a cache line: a vector load of 64 bytes (an AVX-512
-# register) that straddles two lines made the small-product kernel up to a
-# third slower, and NumPy promises only 16-byte alignment.
+# The buffers start on a cache line, so that no 64-byte vector load (an AVX-512
+# register) straddles two lines; NumPy promises only 16-byte alignment.
 cdef size_t BUFFER_ALIGNMENT = 64
 
 
@@ -215,8 +214,8 @@ cdef class Engine:
         self._last_code = codes[len(codes) - 1]
         self._width_sum = sum(sizes)
         self._loss_codes = {name: code for name, code in LOSSES.items()
-                            if (code != BCE or self._last_code == SIGMOID)
-                            and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
+                            if LOSS_NEEDS.get(name, _name(self._last_code))
+                            == _name(self._last_code)}
         # n_params multiply-adds per sample: the GIL is released for a pass of
         # at least GIL_MIN_WORK of them (a count of samples, which cannot overflow).
         gil_min_work = GIL_MIN_WORK
@@ -401,10 +400,9 @@ cdef class Engine:
             code = LOSSES[loss]
         except (KeyError, TypeError):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}") from None
-        last = _name(self._last_code)
-        if code == BCE:
-            raise ValueError(f"loss='bce' needs a sigmoid output layer, not {last!r}")
-        raise ValueError(f"loss='cross_entropy' needs a softmax output layer, not {last!r}")
+        name = next(name for name, value in LOSSES.items() if value == code)
+        raise ValueError(f"loss={name!r} needs a {LOSS_NEEDS[name]} output layer, "
+                         f"not {_name(self._last_code)!r}")
 
     cdef double _learning_rate(self, lr) except -1:
         """lr as a C double; a finite float >= 0 is taken as it is, anything else checked."""
@@ -446,10 +444,9 @@ cdef class Engine:
         PyThread_release_lock(self._lock)
 
     cdef inline bint _releases_gil(self, Py_ssize_t n) noexcept:
-        # Releasing and retaking the GIL costs about as much as a one-sample
-        # pass of a tiny network; below GIL_MIN_WORK the pass is over before
-        # another thread could have used it (NumPy's ufunc loops do the same).
-        # For sgd_step, n = 1 counts one sweep over the parameters.
+        # Below GIL_MIN_WORK the pass is over before another thread could use
+        # the GIL (NumPy's ufunc loops decide alike). For sgd_step, n = 1
+        # counts one sweep over the parameters.
         return n >= self._gil_min_batch
 
     cdef object _detached(self, cnp.ndarray M):
