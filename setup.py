@@ -3,6 +3,7 @@
 Set CMLP_DEBUG=1 for a debug build: bounds, wraparound and initialisation
 checks back on in the kernels, no optimisation, and C asserts enabled.
 """
+import glob
 import os
 import sys
 
@@ -49,11 +50,33 @@ def extension(name, c_sources=(), depends=()):
     )
 
 
+def generate_from_templates():
+    """Write each src/cmlp/*.tp's output beside it (Tempita, as scikit-learn
+    does for its *.pyx.tp): the engine's passes for each dtype. The outputs
+    are build products, never committed."""
+    from Cython import Tempita
+
+    for template in glob.glob("src/cmlp/*.tp"):
+        target = template[:-len(".tp")]
+        with open(template, encoding="utf-8") as f:
+            text = Tempita.sub(f.read())
+        try:
+            with open(target, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue   # unchanged: cythonize need not rebuild
+        except FileNotFoundError:
+            pass
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+generate_from_templates()
+
 # The maths (with the vector kernels linked in), the epochs, the engine, the
 # optimizers; the last three cimport _maths.pxd (and the engine _batches.pxd).
 setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, VECTOR_DEPENDS),
                              extension("_batches"),
-                             extension("_kernels"),
+                             extension("_kernels", depends=["src/cmlp/_passes.pxi"]),
                              extension("_optim")],
                             include_path=["src"],
                             compiler_directives=directives))

@@ -107,6 +107,78 @@ cdef object _check_weights(object weights, Py_ssize_t n):
 
 
 # ---------------------------------------------------------------------------
+# The passes on the buffers of one dtype: declared here, generated per dtype
+# ---------------------------------------------------------------------------
+
+cdef class _Passes:
+    """What the engine runs on its buffers, whatever their dtype: the typed
+    views and the calls into _maths and _batches live in the subclasses
+    _Passes64 and _Passes32, generated from _passes.pxi.tp. Each nogil pass
+    expects the engine's lock held and its buffers checked and sized."""
+    cdef const Net* net   # the engine's; the engine outlives its passes
+
+    cdef int bind(self, object params, object grads) except -1:
+        return 0
+
+    cdef int bind_work(self, object A, object D, object Z, object Y) except -1:
+        return 0
+
+    cdef int bind_predict(self, object P) except -1:
+        return 0
+
+    cdef void forward_pass(self, Py_ssize_t n, bint keep_logits, bint predict) noexcept nogil:
+        pass
+
+    cdef double backward(self, Py_ssize_t n, int code) noexcept nogil:
+        return 0
+
+    cdef double weighted_backward(self, Py_ssize_t n, int code,
+                                  const double[::1] w) noexcept nogil:
+        return 0
+
+    cdef double train(self, Py_ssize_t n, int code, double step) noexcept nogil:
+        return 0
+
+    cdef void sgd(self, double step) noexcept nogil:
+        pass
+
+    cdef double weight_penalty(self, double scale) noexcept nogil:
+        return 0
+
+    cdef bint params_finite(self) noexcept nogil:
+        return True
+
+    cdef bint outputs_finite(self, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+        return True
+
+    cdef int all_predictions_finite(self, object X, Py_ssize_t batch_size) except -1:
+        return True
+
+    cdef Py_ssize_t run_epoch(self, object X, object Y, object order, object storage,
+                              Py_ssize_t batch_size, int code, bint train, double step,
+                              double[::1] out, bint* bad_row, bint release) except -1:
+        return 0
+
+    cdef int gather(self, _CSRBuffer b, object data, object indices, object indptr, object order,
+                    Py_ssize_t start, Py_ssize_t m, object Y, bint predict) except -1:
+        return False
+
+    cdef double sparse(self, Py_ssize_t n, int code, double step, int mode, const double[::1] w,
+                       bint weighted, _CSRBuffer b, bint predict) noexcept nogil:
+        return 0
+
+    cdef Py_ssize_t run_sparse_epoch(self, object data, object indices, object indptr,
+                                     object Y, object order, object storage,
+                                     Py_ssize_t batch_size, int code, bint train, double step,
+                                     double[::1] out, bint* bad_row, bint release,
+                                     _CSRBuffer b) except -1:
+        return 0
+
+
+include "_passes.pxi"
+
+
+# ---------------------------------------------------------------------------
 # Engine: the buffers of one network, and the checked doors into the kernels
 # ---------------------------------------------------------------------------
 
@@ -164,12 +236,10 @@ cdef class Engine:
     cdef Net _net          # the architecture as the maths reads it (offsets in _layers)
     cdef Layer* _layers
     cdef int _typenum, _last_code
-    cdef bint _double
+    cdef _Passes _passes   # the passes on the buffers of the network's dtype
     cdef Py_ssize_t _n_in, _n_out, _width_sum
     cdef Py_ssize_t _gil_min_batch    # from this many samples a pass releases the GIL
     cdef Py_ssize_t _max_batch        # the most samples whose work buffers can be addressed
-    cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
-    cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
     cdef unsigned long _owner   # the thread holding _lock, 0 when none does
     cdef bint _started          # __init__ has begun: an Engine is initialised once
@@ -207,7 +277,8 @@ cdef class Engine:
             raise MemoryError("could not allocate the layers' offsets")
         net_init(&self._net, self._layers, &size_view[0], &code_view[0], code_view.shape[0])
         self.dtype = dtype
-        self._double = self.dtype == np.float64
+        self._passes = _Passes64() if self.dtype == np.float64 else _Passes32()
+        self._passes.net = &self._net
         self._typenum = self.dtype.num
         self._n_in = sizes[0]
         self._n_out = sizes[len(sizes) - 1]
@@ -228,12 +299,7 @@ cdef class Engine:
         self._grads = _aligned_zeros(n_params, self.dtype)
         self._params_view = self._params.view()
         self._grads_view = self._grads.view()
-        if self._double:
-            self._p64 = self._params
-            self._g64 = self._grads
-        else:
-            self._p32 = self._params
-            self._g32 = self._grads
+        self._passes.bind(self._params, self._grads)
         self._kept_csr = _CSRBuffer()
         self._predict_csr = _CSRBuffer()
         self._resize(0)
@@ -292,16 +358,8 @@ cdef class Engine:
         self._deltas = self._storage[ends[0]:ends[1]]
         self._logits_buffer = self._storage[ends[1]:ends[2]]
         self._targets_buffer = self._storage[ends[2]:ends[3]]
-        if self._double:
-            self._A64 = self._activations
-            self._D64 = self._deltas
-            self._Z64 = self._logits_buffer
-            self._Y64 = self._targets_buffer
-        else:
-            self._A32 = self._activations
-            self._D32 = self._deltas
-            self._Z32 = self._logits_buffer
-            self._Y32 = self._targets_buffer
+        self._passes.bind_work(self._activations, self._deltas, self._logits_buffer,
+                               self._targets_buffer)
         self.batch_size = n
         self._sparse_layout = sparse
         self.has_forward = False
@@ -316,10 +374,7 @@ cdef class Engine:
             self._predict_storage = _aligned_zeros(n * width, self.dtype)
         self._predict_buffer = self._predict_storage[:n * width]
         self._predict_sparse = sparse
-        if self._double:
-            self._P64 = self._predict_buffer
-        else:
-            self._P32 = self._predict_buffer
+        self._passes.bind_predict(self._predict_buffer)
         self._predict_size = n
 
     cdef int _check_addressable(self, Py_ssize_t n) except -1:
@@ -471,36 +526,19 @@ cdef class Engine:
     # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
 
     cdef void _forward_kept(self, Py_ssize_t n, bint keep_logits) noexcept nogil:
-        if self._double:
-            forward(&self._net, n, self._p64, self._A64, self._Z64, keep_logits)
-        else:
-            forward(&self._net, n, self._p32, self._A32, self._Z32, keep_logits)
+        self._passes.forward_pass(n, keep_logits, False)
 
     cdef void _forward_predict(self, Py_ssize_t n) noexcept nogil:
-        if self._double:
-            forward(&self._net, n, self._p64, self._P64, self._Z64, False)
-        else:
-            forward(&self._net, n, self._p32, self._P32, self._Z32, False)
+        self._passes.forward_pass(n, False, True)
 
     cdef double _backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
-        if self._double:
-            return loss_and_backward(&self._net, n, self._p64, self._g64,
-                                     self._A64, self._D64, self._Z64, self._Y64, code)
-        return loss_and_backward(&self._net, n, self._p32, self._g32,
-                                 self._A32, self._D32, self._Z32, self._Y32, code)
+        return self._passes.backward(n, code)
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
-        if self._double:
-            sgd_by_layer(&self._net, self._p64, self._g64, step)
-        else:
-            sgd_by_layer(&self._net, self._p32, self._g32, <float>step)
+        self._passes.sgd(step)
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
-        if self._double:
-            return train_step(&self._net, n, self._p64, self._g64,
-                              self._A64, self._D64, self._Z64, self._Y64, code, step)
-        return train_step(&self._net, n, self._p32, self._g32,
-                          self._A32, self._D32, self._Z32, self._Y32, code, <float>step)
+        return self._passes.train(n, code, step)
 
     # -- passes -----------------------------------------------------------------
 
@@ -630,12 +668,7 @@ cdef class Engine:
 
     cdef double _weighted_backward_pass(self, Py_ssize_t n, int code,
                                         const double[::1] w) noexcept nogil:
-        if self._double:
-            return weighted_loss_and_backward(&self._net, n, self._p64,
-                                              self._g64, self._A64, self._D64, self._Z64,
-                                              self._Y64, w, code)
-        return weighted_loss_and_backward(&self._net, n, self._p32, self._g32,
-                                          self._A32, self._D32, self._Z32, self._Y32, w, code)
+        return self._passes.weighted_backward(n, code, w)
 
     cdef object _step(self, X, Y, loss, double step, bint update, weights=None):
         """The one door of train_step, loss_and_grads and weighted_loss_and_grads:
@@ -743,31 +776,11 @@ cdef class Engine:
         cdef Py_ssize_t nnz = cnp.PyArray_DIM(data, 0)
         cdef Py_ssize_t need = csr_batch_nonzeros(indptr, order, start, start + m, m, nnz)
         cdef bint ok
-        cdef const double[::1] d64
-        cdef const float[::1] d32
-        cdef const int[::1] ind = indices
-        cdef const Py_ssize_t[::1] ptr = indptr
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
         if need < 0:
             raise ValueError(f"X's row pointers (indptr) must not fall, and lie within [0, {nnz}] "
                              "(its stored entries)")
         b.reserve(self.dtype, need, m)
-        if self._double:
-            d64 = data
-            with nogil:
-                ok = gather_csr(d64, ind, ptr, rows, start, m, self._n_in, b.d64, b.ind, b.ptr)
-            if ok and Y is not None:
-                Y64 = Y
-                ok = gather_rows(Y64, rows, start, m, (self._P64 if predict else self._Y64))
-        else:
-            d32 = data
-            with nogil:
-                ok = gather_csr(d32, ind, ptr, rows, start, m, self._n_in, b.d32, b.ind, b.ptr)
-            if ok and Y is not None:
-                Y32 = Y
-                ok = gather_rows(Y32, rows, start, m, (self._P32 if predict else self._Y32))
+        ok = self._passes.gather(b, data, indices, indptr, order, start, m, Y, predict)
         if not ok:
             raise ValueError(f"X's column indices must lie in [0, {self._n_in}) and its row "
                              "pointers (indptr) must not fall (nor change during the call)")
@@ -781,30 +794,12 @@ cdef class Engine:
         without the GIL for a pass big enough."""
         cdef bint weighted = w is not None
         cdef double value
-        cdef double[::1] d64 = b.d64
-        cdef float[::1] d32 = b.d32
-        cdef int[::1] ind = b.ind
-        cdef Py_ssize_t[::1] ptr = b.ptr
         if self._releases_gil(n):
             with nogil:
-                value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
-                                            predict)
+                value = self._passes.sparse(n, code, step, mode, w, weighted, b, predict)
         else:
-            value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
-                                        predict)
+            value = self._passes.sparse(n, code, step, mode, w, weighted, b, predict)
         return value
-
-    cdef double _sparse_kernel(self, Py_ssize_t n, int code, double step, int mode,
-                               const double[::1] w, bint weighted, double[::1] d64,
-                               float[::1] d32, int[::1] ind, Py_ssize_t[::1] ptr,
-                               bint predict) noexcept nogil:
-        if self._double:
-            return sparse_pass(&self._net, n, self._p64, self._g64,
-                               self._P64 if predict else self._A64, self._D64, self._Z64,
-                               self._Y64, w, weighted, code, mode, step, d64, ind, ptr)
-        return sparse_pass(&self._net, n, self._p32, self._g32,
-                           self._P32 if predict else self._A32, self._D32, self._Z32,
-                           self._Y32, w, weighted, code, mode, <float>step, d32, ind, ptr)
 
     def sparse_forward(self, data, indices, indptr, out=None, *, bint keep=True):
         """forward on a CSR batch: data, indices (int32) and indptr (intp) of
@@ -972,38 +967,13 @@ cdef class Engine:
     cdef Py_ssize_t _sparse_epoch_pass(self, data, indices, indptr, Y, order,
                                        Py_ssize_t batch_size, int code, bint train, double step,
                                        double[::1] out, bint* bad_row) except -1:
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const int[::1] ind = indices
         cdef const Py_ssize_t[::1] ptr = indptr
-        cdef const double[::1] d64
-        cdef const float[::1] d32
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
-        cdef double[::1] S64
-        cdef float[::1] S32
-        cdef _CSRBuffer b = self._kept_csr
         cdef bint release = self._releases_gil(cnp.PyArray_DIM(Y, 0))
         if cnp.PyArray_DIM(Y, 1) != self._n_out or cnp.PyArray_DIM(Y, 0) != ptr.shape[0] - 1:
             raise ValueError("X and Y changed shape while the epoch was starting")
-        if self._double:
-            d64, Y64, S64 = data, Y, self._storage
-            if release:
-                with nogil:
-                    return sparse_epoch(&self._net, self._p64, self._g64, S64,
-                                        d64, ind, ptr, Y64, rows, batch_size, code, train, step,
-                                        out, b.d64, b.ind, b.ptr, bad_row)
-            return sparse_epoch(&self._net, self._p64, self._g64, S64,
-                                d64, ind, ptr, Y64, rows, batch_size, code, train, step,
-                                out, b.d64, b.ind, b.ptr, bad_row)
-        d32, Y32, S32 = data, Y, self._storage
-        if release:
-            with nogil:
-                return sparse_epoch(&self._net, self._p32, self._g32, S32,
-                                    d32, ind, ptr, Y32, rows, batch_size, code, train,
-                                    <float>step, out, b.d32, b.ind, b.ptr, bad_row)
-        return sparse_epoch(&self._net, self._p32, self._g32, S32,
-                            d32, ind, ptr, Y32, rows, batch_size, code, train, <float>step,
-                            out, b.d32, b.ind, b.ptr, bad_row)
+        return self._passes.run_sparse_epoch(data, indices, indptr, Y, order, self._storage,
+                                             batch_size, code, train, step, out, bad_row, release,
+                                             self._kept_csr)
 
     def sparse_predicts_finite(self, data, indices, indptr, Py_ssize_t batch_size):
         """predicts_finite for a CSR data set (see sparse_forward), batch_size
@@ -1022,10 +992,7 @@ cdef class Engine:
                 self._gather(self._predict_csr, data, indices, indptr, _IN_ORDER, start, m, None,
                              True)
                 self._run_sparse_pass(m, 0, 0.0, PREDICT, None, self._predict_csr, True)
-                if self._double:
-                    if not all_finite(self._P64[m * (width - k):m * width]):
-                        return False
-                elif not all_finite(self._P32[m * (width - k):m * width]):
+                if not self._passes.outputs_finite(m * (width - k), m * width):
                     return False
         finally:
             self._release()
@@ -1125,8 +1092,6 @@ cdef class Engine:
         """
         cdef Py_ssize_t n
         cdef bint finite
-        cdef const double[:, ::1] X64
-        cdef const float[:, ::1] X32
         X = self._data_set(X, "X", 0, self._n_in, False)
         n = cnp.PyArray_DIM(X, 0)
         if batch_size < 1:
@@ -1138,16 +1103,7 @@ cdef class Engine:
         try:
             if batch_size != self._predict_size or self._predict_sparse:
                 self._resize_predict(batch_size)
-            if self._double:
-                X64 = X
-                with nogil:
-                    finite = predictions_finite(&self._net, self._p64, self._P64,
-                                                self._Z64, X64, batch_size)
-            else:
-                X32 = X
-                with nogil:
-                    finite = predictions_finite(&self._net, self._p32, self._P32,
-                                                self._Z32, X32, batch_size)
+            finite = self._passes.all_predictions_finite(X, batch_size)
         finally:
             self._release()
         return finite
@@ -1235,9 +1191,7 @@ cdef class Engine:
         return squares
 
     cdef double _weight_penalty_pass(self, double scale) noexcept nogil:
-        if self._double:
-            return add_weight_penalty(&self._net, self._p64, self._g64, scale)
-        return add_weight_penalty(&self._net, self._p32, self._g32, <float>scale)
+        return self._passes.weight_penalty(scale)
 
     def params_finite(self):
         """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
@@ -1254,9 +1208,7 @@ cdef class Engine:
         return finite
 
     cdef bint _params_finite(self) noexcept nogil:
-        if self._double:
-            return all_finite(self._p64)
-        return all_finite(self._p32)
+        return self._passes.params_finite()
 
     cdef object _data_set(self, object M, str name, Py_ssize_t n, Py_ssize_t width,
                           bint is_targets):
@@ -1284,30 +1236,9 @@ cdef class Engine:
 
     cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code, bint train,
                                 double step, double[::1] out, bint* bad_row) except -1:
-        """_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const double[:, ::1] X64, Y64
-        cdef const float[:, ::1] X32, Y32
-        cdef double[::1] S64
-        cdef float[::1] S32
-        cdef bint release = self._releases_gil(cnp.PyArray_DIM(X, 0))
-        if self._double:
-            X64, Y64, S64 = X, Y, self._storage
-            check_epoch_views(X64, Y64, rows, self._n_in, self._n_out)
-            if release:
-                with nogil:
-                    return epoch(&self._net, self._p64, self._g64, S64,
-                                 X64, Y64, rows, batch_size, code, train, step, out, bad_row)
-            return epoch(&self._net, self._p64, self._g64, S64,
-                         X64, Y64, rows, batch_size, code, train, step, out, bad_row)
-        X32, Y32, S32 = X, Y, self._storage
-        check_epoch_views(X32, Y32, rows, self._n_in, self._n_out)
-        if release:
-            with nogil:
-                return epoch(&self._net, self._p32, self._g32, S32,
-                             X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
-        return epoch(&self._net, self._p32, self._g32, S32,
-                     X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
+        """epoch on this engine's buffers, without the GIL if the epoch is big enough."""
+        return self._passes.run_epoch(X, Y, order, self._storage, batch_size, code, train, step,
+                                      out, bad_row, self._releases_gil(cnp.PyArray_DIM(X, 0)))
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
