@@ -569,11 +569,7 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if _overlaps(out, self._activations):
-                    # The pass would overwrite the activations it keeps for backward.
-                    raise ValueError("out must not share memory with the network's activations "
-                                     "(forward keeps them for backward); use predict, or "
-                                     "another array")
+                _refuse_overlap_with_kept(out, self._activations)
                 self._load_batch(X, None, n)
                 if self._releases_gil(n):
                     with nogil:
@@ -821,10 +817,7 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if _overlaps(out, self._storage):
-                    raise ValueError("out must not share memory with the network's activations "
-                                     "(forward keeps them for backward); use predict, or "
-                                     "another array")
+                _refuse_overlap_with_kept(out, self._storage)
                 if n != self.batch_size or not self._sparse_layout:
                     self._resize(n, True)
                 self.has_forward = False
@@ -1251,6 +1244,14 @@ cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
     cdef char* a0 = <char*>cnp.PyArray_DATA(a)
     cdef char* b0 = <char*>cnp.PyArray_DATA(b)
     return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+cdef int _refuse_overlap_with_kept(cnp.ndarray out, cnp.ndarray kept) except -1:
+    # A kept pass would overwrite the activations it keeps for backward.
+    if _overlaps(out, kept):
+        raise ValueError("out must not share memory with the network's activations "
+                         "(forward keeps them for backward); use predict, or another array")
+    return 0
 
 
 cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
