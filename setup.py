@@ -52,7 +52,7 @@ def extension(name, c_sources=(), depends=()):
 
 def generate_from_templates():
     """Write each src/cmlp/*.tp's output beside it (Tempita, as scikit-learn
-    does for its *.pyx.tp): the engine's passes for each dtype. The outputs
+    does for its *.pyx.tp): the views and passes of each dtype. The outputs
     are build products, never committed."""
     from Cython import Tempita
 
@@ -74,7 +74,7 @@ generate_from_templates()
 
 # The maths (with the vector kernels linked in), the epochs, the engine, the
 # optimizers; the last three cimport _maths.pxd (and the engine _batches.pxd).
-setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, VECTOR_DEPENDS),
+setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, [*VECTOR_DEPENDS, "src/cmlp/_views.pxi"]),
                              extension("_batches"),
                              extension("_kernels", depends=["src/cmlp/_passes.pxi"]),
                              extension("_optim")],

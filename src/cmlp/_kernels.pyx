@@ -25,8 +25,7 @@ import numpy as np
 
 from cmlp._maths cimport (
     BACKWARD, CROSS_ENTROPY, FORWARD, GRADIENTS, PREDICT, SOFTMAX, TRAIN,
-    Layer, Net, add_weight_penalty, all_finite, forward, loss_and_backward, net_init,
-    sgd_by_layer, sparse_pass, train_step, weighted_loss_and_backward,
+    Layer, Net, Views, Views32, Views64, net_init, sparse_pass,
 )
 from cmlp._batches cimport (
     check_epoch_views, check_losses, check_order, csr_batch_nonzeros, epoch, gather_csr,
@@ -111,45 +110,11 @@ cdef object _check_weights(object weights, Py_ssize_t n):
 # ---------------------------------------------------------------------------
 
 cdef class _Passes:
-    """What the engine runs on its buffers, whatever their dtype: the typed
-    views and the calls into _maths and _batches live in the subclasses
-    _Passes64 and _Passes32, generated from _passes.pxi.tp. Each nogil pass
-    expects the engine's lock held and its buffers checked and sized."""
-    cdef const Net* net   # the engine's; the engine outlives its passes
-
-    cdef int bind(self, object params, object grads) except -1:
-        return 0
-
-    cdef int bind_work(self, object A, object D, object Z, object Y) except -1:
-        return 0
-
-    cdef int bind_predict(self, object P) except -1:
-        return 0
-
-    cdef void forward_pass(self, Py_ssize_t n, bint keep_logits, bint predict) noexcept nogil:
-        pass
-
-    cdef double backward(self, Py_ssize_t n, int code) noexcept nogil:
-        return 0
-
-    cdef double weighted_backward(self, Py_ssize_t n, int code,
-                                  const double[::1] w) noexcept nogil:
-        return 0
-
-    cdef double train(self, Py_ssize_t n, int code, double step) noexcept nogil:
-        return 0
-
-    cdef void sgd(self, double step) noexcept nogil:
-        pass
-
-    cdef double weight_penalty(self, double scale) noexcept nogil:
-        return 0
-
-    cdef bint params_finite(self) noexcept nogil:
-        return True
-
-    cdef bint outputs_finite(self, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-        return True
+    """The engine's epochs and sparse passes, whatever its dtype: the typed
+    calls into _batches and _maths live in the subclasses _Passes64 and
+    _Passes32, generated from _passes.pxi.tp (the other passes are the
+    engine's _maths.Views). Each expects the engine's lock held and its
+    buffers checked and sized."""
 
     cdef int all_predictions_finite(self, object X, Py_ssize_t batch_size) except -1:
         return True
@@ -236,7 +201,8 @@ cdef class Engine:
     cdef Net _net          # the architecture as the maths reads it (offsets in _layers)
     cdef Layer* _layers
     cdef int _typenum, _last_code
-    cdef _Passes _passes   # the passes on the buffers of the network's dtype
+    cdef Views _views      # the buffers' typed views and the passes on them (_maths)
+    cdef _Passes _passes   # the epochs and sparse passes on those views
     cdef Py_ssize_t _n_in, _n_out, _width_sum
     cdef Py_ssize_t _gil_min_batch    # from this many samples a pass releases the GIL
     cdef Py_ssize_t _max_batch        # the most samples whose work buffers can be addressed
@@ -277,8 +243,15 @@ cdef class Engine:
             raise MemoryError("could not allocate the layers' offsets")
         net_init(&self._net, self._layers, &size_view[0], &code_view[0], code_view.shape[0])
         self.dtype = dtype
-        self._passes = _Passes64() if self.dtype == np.float64 else _Passes32()
-        self._passes.net = &self._net
+        if self.dtype == np.float64:
+            self._views = Views64()
+            self._passes = _Passes64()
+            (<_Passes64>self._passes).v = self._views
+        else:
+            self._views = Views32()
+            self._passes = _Passes32()
+            (<_Passes32>self._passes).v = self._views
+        self._views.net = &self._net
         self._typenum = self.dtype.num
         self._n_in = sizes[0]
         self._n_out = sizes[len(sizes) - 1]
@@ -299,7 +272,7 @@ cdef class Engine:
         self._grads = _aligned_zeros(n_params, self.dtype)
         self._params_view = self._params.view()
         self._grads_view = self._grads.view()
-        self._passes.bind(self._params, self._grads)
+        self._views.bind(self._params, self._grads)
         self._kept_csr = _CSRBuffer()
         self._predict_csr = _CSRBuffer()
         self._resize(0)
@@ -358,8 +331,8 @@ cdef class Engine:
         self._deltas = self._storage[ends[0]:ends[1]]
         self._logits_buffer = self._storage[ends[1]:ends[2]]
         self._targets_buffer = self._storage[ends[2]:ends[3]]
-        self._passes.bind_work(self._activations, self._deltas, self._logits_buffer,
-                               self._targets_buffer)
+        self._views.bind_work(self._activations, self._deltas, self._logits_buffer,
+                              self._targets_buffer)
         self.batch_size = n
         self._sparse_layout = sparse
         self.has_forward = False
@@ -374,7 +347,7 @@ cdef class Engine:
             self._predict_storage = _aligned_zeros(n * width, self.dtype)
         self._predict_buffer = self._predict_storage[:n * width]
         self._predict_sparse = sparse
-        self._passes.bind_predict(self._predict_buffer)
+        self._views.bind_predict(self._predict_buffer)
         self._predict_size = n
 
     cdef int _check_addressable(self, Py_ssize_t n) except -1:
@@ -526,19 +499,19 @@ cdef class Engine:
     # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
 
     cdef void _forward_kept(self, Py_ssize_t n, bint keep_logits) noexcept nogil:
-        self._passes.forward_pass(n, keep_logits, False)
+        self._views.forward_pass(n, keep_logits, False)
 
     cdef void _forward_predict(self, Py_ssize_t n) noexcept nogil:
-        self._passes.forward_pass(n, False, True)
+        self._views.forward_pass(n, False, True)
 
     cdef double _backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
-        return self._passes.backward(n, code)
+        return self._views.backward_pass(n, code)
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
-        self._passes.sgd(step)
+        self._views.sgd_pass(step)
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
-        return self._passes.train(n, code, step)
+        return self._views.train(n, code, step)
 
     # -- passes -----------------------------------------------------------------
 
@@ -664,7 +637,7 @@ cdef class Engine:
 
     cdef double _weighted_backward_pass(self, Py_ssize_t n, int code,
                                         const double[::1] w) noexcept nogil:
-        return self._passes.weighted_backward(n, code, w)
+        return self._views.weighted_backward_pass(n, code, w)
 
     cdef object _step(self, X, Y, loss, double step, bint update, weights=None):
         """The one door of train_step, loss_and_grads and weighted_loss_and_grads:
@@ -985,7 +958,7 @@ cdef class Engine:
                 self._gather(self._predict_csr, data, indices, indptr, _IN_ORDER, start, m, None,
                              True)
                 self._run_sparse_pass(m, 0, 0.0, PREDICT, None, self._predict_csr, True)
-                if not self._passes.outputs_finite(m * (width - k), m * width):
+                if not self._views.outputs_finite(m * (width - k), m * width):
                     return False
         finally:
             self._release()
@@ -1184,7 +1157,7 @@ cdef class Engine:
         return squares
 
     cdef double _weight_penalty_pass(self, double scale) noexcept nogil:
-        return self._passes.weight_penalty(scale)
+        return self._views.weight_penalty(scale)
 
     def params_finite(self):
         """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
@@ -1201,7 +1174,7 @@ cdef class Engine:
         return finite
 
     cdef bint _params_finite(self) noexcept nogil:
-        return self._passes.params_finite()
+        return self._views.params_finite()
 
     cdef object _data_set(self, object M, str name, Py_ssize_t n, Py_ssize_t width,
                           bint is_targets):

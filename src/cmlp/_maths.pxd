@@ -96,3 +96,31 @@ cdef double sparse_pass(const Net* net, Py_ssize_t n, floating[::1] params,
                         const Py_ssize_t[::1] indptr) noexcept nogil
 
 cdef bint all_finite(const floating[::1] v) noexcept nogil
+
+
+cdef class Views:
+    # The views of one network's buffers and the passes on them, for an owner
+    # (the engine) that checks and sizes the buffers and holds the lock: the
+    # subclasses Views64 and Views32 hold the typed views, and their passes
+    # are generated from _views.pxi.tp. net is the owner's, and outlives this.
+    cdef const Net* net
+    cdef int bind(self, object params, object grads) except -1
+    cdef int bind_work(self, object A, object D, object Z, object Y) except -1
+    cdef int bind_predict(self, object P) except -1
+    cdef void forward_pass(self, Py_ssize_t n, bint keep_logits, bint predict) noexcept nogil
+    cdef double backward_pass(self, Py_ssize_t n, int code) noexcept nogil
+    cdef double weighted_backward_pass(self, Py_ssize_t n, int code,
+                                       const double[::1] w) noexcept nogil
+    cdef double train(self, Py_ssize_t n, int code, double step) noexcept nogil
+    cdef void sgd_pass(self, double step) noexcept nogil
+    cdef double weight_penalty(self, double scale) noexcept nogil
+    cdef bint params_finite(self) noexcept nogil
+    cdef bint outputs_finite(self, Py_ssize_t start, Py_ssize_t stop) noexcept nogil
+
+
+cdef class Views64(Views):
+    cdef double[::1] p, g, A, D, Z, Y, P   # params, grads; work buffers; predict's activations
+
+
+cdef class Views32(Views):
+    cdef float[::1] p, g, A, D, Z, Y, P

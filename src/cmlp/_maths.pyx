@@ -552,9 +552,17 @@ cdef double train_step(const Net* net, Py_ssize_t n, floating[::1] params, float
                        floating[::1] A, floating[::1] D, floating[::1] Z,
                        const floating[::1] Y, int loss, floating lr) noexcept nogil:
     """One SGD step: forward (A^(0) already in A), loss, backward with the update."""
-    forward(net, n, params, A, Z, net.logits)
+    return _train_step(net, n, params, grads, A, D, Z, Y, loss, lr)
+
+
+cdef inline double _train_step(const Net* net, Py_ssize_t n, floating[::1] params,
+                               floating[::1] grads, floating[::1] A, floating[::1] D,
+                               floating[::1] Z, const floating[::1] Y, int loss,
+                               floating lr) noexcept nogil:
+    # train_step, for this module's callers: a static function the compiler may inline.
+    _forward_layers(net, 0, n, params, A, Z, net.logits, 0)
     cdef double value = forward_loss(net, n, A, D, Z, Y, loss, 0)
-    backward(net, n, params, grads, A, D, True, lr)
+    _backward_layers(net, n, params, grads, A, D, True, lr, 0, 0)
     return value
 
 
@@ -679,6 +687,54 @@ cdef double sparse_pass(const Net* net, Py_ssize_t n, floating[::1] params,
     if mode != LOSS_ONLY:
         _backward_sparse(net, n, params, grads, A, D, mode == TRAIN, lr, data, indices, indptr)
     return value
+
+
+# ---------------------------------------------------------------------------
+# The passes on one network's buffers, as its owner runs them
+# ---------------------------------------------------------------------------
+
+cdef class Views:
+    """What an owner of buffers (the engine) runs on them, whatever their
+    dtype: Views64 and Views32, generated from _views.pxi.tp, hold the typed
+    views and make each pass a call within this module. Every nogil pass
+    expects the buffers bound, checked and sized for the batch."""
+
+    cdef int bind(self, object params, object grads) except -1:
+        return 0
+
+    cdef int bind_work(self, object A, object D, object Z, object Y) except -1:
+        return 0
+
+    cdef int bind_predict(self, object P) except -1:
+        return 0
+
+    cdef void forward_pass(self, Py_ssize_t n, bint keep_logits, bint predict) noexcept nogil:
+        pass
+
+    cdef double backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
+        return 0
+
+    cdef double weighted_backward_pass(self, Py_ssize_t n, int code,
+                                       const double[::1] w) noexcept nogil:
+        return 0
+
+    cdef double train(self, Py_ssize_t n, int code, double step) noexcept nogil:
+        return 0
+
+    cdef void sgd_pass(self, double step) noexcept nogil:
+        pass
+
+    cdef double weight_penalty(self, double scale) noexcept nogil:
+        return 0
+
+    cdef bint params_finite(self) noexcept nogil:
+        return True
+
+    cdef bint outputs_finite(self, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+        return True
+
+
+include "_views.pxi"
 
 
 # ---------------------------------------------------------------------------
