@@ -3,6 +3,7 @@
 Set CMLP_DEBUG=1 for a debug build: bounds, wraparound and initialisation
 checks back on in the kernels, no optimisation, and C asserts enabled.
 """
+import glob
 import os
 import sys
 
@@ -26,7 +27,7 @@ directives = {
 
 
 # The vector kernels (_vector_kernels.c), one file per variant, each of which
-# sets its own target; _kernels calls them through _vector_dispatch.c's table.
+# sets its own target; _maths calls them through _vector_dispatch.c's table.
 VECTOR_KERNELS = [f"src/cmlp/_vector_{v}.c" for v in ("baseline", "avx2", "avx512", "dispatch")]
 VECTOR_DEPENDS = ["src/cmlp/_vector_kernels.h", "src/cmlp/_vector_kernels.c"]
 
@@ -92,13 +93,41 @@ class BuildExt(build_ext):
         return ["-fopenmp"], ["-fopenmp"]
 
 
-# The ensemble's kernel for tiny networks, once per variant (_ensemble_tiny.c).
-ENSEMBLE_DEPENDS = ["src/cmlp/_ensemble_tiny.h", "src/cmlp/_ensemble_tiny_body.c",
-                    "src/cmlp/_kernels.pxd", *VECTOR_DEPENDS]
+def generate_from_templates():
+    """Write each src/cmlp/*.tp's output beside it (Tempita, as scikit-learn
+    does for its *.pyx.tp): the views and passes of each dtype. The outputs
+    are build products, never committed."""
+    from Cython import Tempita
 
-setup(ext_modules=cythonize([extension("_kernels", VECTOR_KERNELS, VECTOR_DEPENDS),
+    for template in glob.glob("src/cmlp/*.tp"):
+        target = template[:-len(".tp")]
+        with open(template, encoding="utf-8") as f:
+            text = Tempita.sub(f.read())
+        try:
+            with open(target, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue   # unchanged: cythonize need not rebuild
+        except FileNotFoundError:
+            pass
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+generate_from_templates()
+
+# The maths (with the vector kernels linked in), the epochs, the engine, the
+# optimizers and the ensemble; the others cimport _maths.pxd (the engine and
+# the ensemble _batches.pxd too). The ensemble also builds its kernel for tiny
+# networks once per variant (_ensemble_tiny.c).
+ENSEMBLE_DEPENDS = ["src/cmlp/_ensemble_tiny.h", "src/cmlp/_ensemble_tiny_body.c",
+                    "src/cmlp/_maths.pxd", "src/cmlp/_batches.pxd", *VECTOR_DEPENDS]
+
+setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, [*VECTOR_DEPENDS, "src/cmlp/_views.pxi"]),
+                             extension("_batches"),
+                             extension("_kernels", depends=["src/cmlp/_passes.pxi"]),
                              extension("_optim"),
                              extension("_ensemble", ["src/cmlp/_ensemble_tiny.c"],
                                        ENSEMBLE_DEPENDS)],
+                            include_path=["src"],
                             compiler_directives=directives),
       cmdclass={"build_ext": BuildExt})

@@ -20,7 +20,7 @@ from cmlp import _kernels
 ROOT = Path(__file__).resolve().parents[1]
 HEADER_DIR = ROOT / "src" / "cmlp"
 SOURCE = ROOT / "tests" / "c" / "vector_kernels_agree.c"
-# The variants' files and the dispatch table, as setup.py builds them into _kernels.
+# The variants' files and the dispatch table, as setup.py builds them into _maths.
 VARIANT_SOURCES = [HEADER_DIR / f"_vector_{v}.c" for v in ("baseline", "avx2", "avx512", "dispatch")]
 
 

@@ -48,7 +48,10 @@ build() {
     mkdir -p "$into/src"
     cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" \
         "$root/LICENSE" "$into/src/"
-    find "$into/src" \( -name '*.c' ! -name '_vector_*.c' -o -name '*.so' \) -delete
+    # Cython's output (a .c beside each .pyx) and built modules, so that this build makes its own.
+    local pyx
+    for pyx in "$into"/src/src/cmlp/*.pyx; do rm -f "${pyx%.pyx}.c"; done
+    find "$into/src" -name '*.so' -delete
     env "$@" "$python" -m pip install -q --no-deps --target "$into/site" "$into/src"
     # The linker's start files carry GCC's name too: Clang's, when present, is the compiler.
     local comment

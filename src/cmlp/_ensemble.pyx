@@ -6,8 +6,8 @@ one :class:`cmlp.MLP`'s flat buffer. Two routes, both giving every model the
 bits it would get from ``MLP`` alone (same data, same order, same learning
 rate):
 
-* per model: ``_kernels``' own single-model kernels (``_epoch``, which runs
-  ``_train_step`` on each batch; ``_forward``) on row k of the stacked
+* per model: the single-model kernels MLP's engine runs (``_batches.epoch``,
+  which takes ``_maths.train_step`` on each batch; ``_maths.forward``) on row k of the stacked
   parameter, gradient and work buffers, the models spread over threads by an
   OpenMP ``prange`` (serial where the build has no OpenMP);
 * tiny networks, one sample a step: ``_ensemble_tiny.h``'s kernel, which
@@ -21,15 +21,18 @@ indices) with the GIL held before any nogil code reads it; the Python layer
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy
 
 cimport numpy as cnp
 import numpy as np
 
-from cmlp._kernels cimport _epoch, _forward
-from cmlp._kernels import ACTIVATIONS as _ACTIVATIONS
-from cmlp._kernels import LOSSES as _LOSSES
-from cmlp._kernels import vector_variant as _vector_variant
+from cmlp._batches cimport epoch
+from cmlp._maths cimport Layer, Net, forward, net_init
+from cmlp._maths import ACTIVATIONS as _ACTIVATIONS
+from cmlp._maths import LOSS_NEEDS as _LOSS_NEEDS
+from cmlp._maths import LOSSES as _LOSSES
+from cmlp._maths import vector_variant as _vector_variant
 from cmlp._validation import check_architecture
 
 cnp.import_array()
@@ -60,8 +63,8 @@ _NO_ORDER = np.empty((1 << 16, 0), dtype=np.intp)
 cdef Py_ssize_t MAX_THREADS = 256
 cdef int SOFTMAX_CODE = _ACTIVATIONS["softmax"]
 cdef int CROSS_ENTROPY_CODE = _LOSSES["cross_entropy"]
-cdef int BCE_CODE = _LOSSES["bce"]
-cdef int SIGMOID_CODE = _ACTIVATIONS["sigmoid"]
+# loss code -> the output activation's code it needs, as the engine admits them
+_LOSS_NEEDS_CODES = {_LOSSES[loss]: _ACTIVATIONS[f] for loss, f in _LOSS_NEEDS.items()}
 _VARIANT_INDEX = {"baseline": 0, "avx2": 1, "avx512": 2}
 _TINY_CODES = (_ACTIVATIONS["identity"], _ACTIVATIONS["sigmoid"], _ACTIVATIONS["tanh"],
                _ACTIVATIONS["relu"])
@@ -125,7 +128,7 @@ cdef inline Py_ssize_t _dim(object a, int i) noexcept:
 
 def work_size(sizes, codes, Py_ssize_t batch_size):
     """Entries of one model's work storage for batches of batch_size samples,
-    as _kernels' _epoch lays it out (A, D, the kept logits, the targets)."""
+    as _batches.epoch lays it out (A, D, the kept logits, the targets)."""
     sizes = [int(x) for x in sizes]
     ws = sum(sizes)
     k = sizes[len(sizes) - 1]
@@ -151,7 +154,15 @@ cdef class Plan:
     cdef int _typenum
     cdef Py_ssize_t _n_in, _n_out, _L
     cdef bint _tiny_shape
-    cdef cmlp_tiny_net _net
+    cdef cmlp_tiny_net _net     # the tiny kernel's view of the architecture
+    cdef Layer* _layers         # the single-model kernels' view: _layout's layers
+    cdef Net _layout
+
+    def __cinit__(self, *args, **kwargs):
+        self._layers = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self._layers)
 
     def __init__(self, sizes, codes, dtype):
         cdef Py_ssize_t l
@@ -167,6 +178,12 @@ cdef class Plan:
         self._n_in = sizes[0]
         self._n_out = sizes[self._L]
         self.n_params = sum(sizes[l + 1] * (sizes[l] + 1) for l in range(self._L))
+        if self._layers != NULL:
+            raise RuntimeError("a Plan is initialised once")
+        self._layers = <Layer*>PyMem_Malloc(self._L * sizeof(Layer))
+        if self._layers == NULL:
+            raise MemoryError()
+        net_init(&self._layout, self._layers, &self._sizes[0], &self._codes[0], self._L)
         self._tiny_shape = tiny_route(sizes, codes, dtype, "mse", 1)
         if self._tiny_shape:
             self._net.n_layers = <int>self._L
@@ -203,15 +220,13 @@ cdef class Plan:
 
         Each model takes, batch after batch, the step MLP.train_step takes:
         with batch_size 1, float64 and a tiny network (tiny), the vectorised
-        kernel; else _kernels' own _epoch on the model's slices.
+        kernel; else _batches.epoch on the model's slices, as MLP's engine runs it.
         """
         cdef Py_ssize_t K, n, nb, P = self.n_params
         cdef bint train_pass = lr is not None
         if loss < 0 or loss > CROSS_ENTROPY_CODE:
             raise ValueError(f"unknown loss code {loss}")
-        # as the engine admits them: bce needs a sigmoid output, cross_entropy a softmax
-        if ((loss == BCE_CODE and self._codes[self._L - 1] != SIGMOID_CODE)
-                or (loss == CROSS_ENTROPY_CODE and self._codes[self._L - 1] != SOFTMAX_CODE)):
+        if _LOSS_NEEDS_CODES.get(loss, self._codes[self._L - 1]) != self._codes[self._L - 1]:
             raise ValueError(f"loss code {loss} does not suit this output layer")
         _check(params, self._typenum, 2, "params")
         _check(grads, self._typenum, 2, "grads")
@@ -266,10 +281,10 @@ cdef class Plan:
             _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
                         _VARIANT_INDEX.get(_vector_variant(), 0))
         elif self._typenum == cnp.NPY_DOUBLE:
-            _train_models[double](self._sizes, self._codes, loss, P, params, grads, storage, X,
+            _train_models[double](&self._layout, loss, P, params, grads, storage, X,
                                   Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
         else:
-            _train_models[float](self._sizes, self._codes, loss, P, params, grads, storage, X,
+            _train_models[float](&self._layout, loss, P, params, grads, storage, X,
                                  Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
         _totals(losses, ran, n, batch_size, totals)
 
@@ -297,10 +312,10 @@ cdef class Plan:
             return
         n_threads = <int>min(n_threads, K, MAX_THREADS)
         if self._typenum == cnp.NPY_DOUBLE:
-            _predict_models[double](self._sizes, self._codes, self.n_params, params, storage,
+            _predict_models[double](&self._layout, self.n_params, params, storage,
                                     X, out, n_threads)
         else:
-            _predict_models[float](self._sizes, self._codes, self.n_params, params, storage,
+            _predict_models[float](&self._layout, self.n_params, params, storage,
                                    X, out, n_threads)
 
 
@@ -315,8 +330,7 @@ cdef void _totals(const double[:, ::1] losses, const Py_ssize_t[::1] ran, Py_ssi
         totals[k] = total
 
 
-cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int loss,
-                        Py_ssize_t P, floating[:, ::1] params, floating[:, ::1] grads,
+cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1] params, floating[:, ::1] grads,
                         floating[:, ::1] storage, const floating[:, :, ::1] X,
                         const floating[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
                         Py_ssize_t batch_size, const double[::1] lr, bint train_pass,
@@ -325,7 +339,7 @@ cdef void _train_models(const Py_ssize_t[::1] sizes, const int[::1] codes, int l
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
-            ran[k] = _epoch(sizes, codes, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
+            ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
                             order[k], batch_size, loss, train_pass, <floating>lr[k],
                             losses[k], <bint*>&bad[k])
     if np.asarray(bad).any():
@@ -368,17 +382,16 @@ cdef void _train_tiny(cmlp_tiny_net* net, cnp.ndarray params, cnp.ndarray X, cnp
                 kernel(net, m0, m1, p, x, y, n, rows, n, rates, out, counts, strides)
 
 
-cdef void _predict_models(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t P,
+cdef void _predict_models(const Net* net, Py_ssize_t P,
                           floating[:, ::1] params, floating[:, ::1] storage,
                           const floating[:, :, ::1] X, floating[:, :, ::1] out,
                           int n_threads) noexcept:
-    cdef Py_ssize_t k, K = params.shape[0], n = X.shape[1], L = codes.shape[0]
-    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[L], ws = 0, l, shared = X.shape[0] == 1
-    for l in range(L + 1):
-        ws += sizes[l]
+    cdef Py_ssize_t k, K = params.shape[0], n = X.shape[1], shared = X.shape[0] == 1
+    cdef Py_ssize_t n_in = net.layers[0].n_in, n_out = net.layers[net.L - 1].n_out
+    cdef Py_ssize_t ws = net.width
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
             memcpy(&storage[k, 0], &X[0 if shared else k, 0, 0], n * n_in * sizeof(floating))
-            _forward(sizes, codes, n, params[k, :P], storage[k, :n * ws], storage[k, :n * ws], False)
+            forward(net, n, params[k, :P], storage[k, :n * ws], storage[k, :n * ws], False)
             memcpy(&out[k, 0, 0], &storage[k, n * (ws - n_out)],
                    n * n_out * sizeof(floating))

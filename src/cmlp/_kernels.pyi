@@ -6,6 +6,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from typing_extensions import disjoint_base
 
+__all__ = ["ACTIVATIONS", "LOSSES", "MAX_BUFFER_BYTES", "VARIANT_ASKED_AT_IMPORT", "Engine",
+           "blas_min_work", "gil_release_min_work", "shuffled_order", "vector_variant",
+           "vector_variants"]
+
 ACTIVATIONS: dict[str, int]
 LOSSES: dict[str, int]
 MAX_BUFFER_BYTES: int

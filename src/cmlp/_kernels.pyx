@@ -1,962 +1,58 @@
-"""Compiled core of cmlp: the forward pass, delta backpropagation and SGD.
+"""The engine: the buffers of one network and the checked doors into the maths.
 
-Everything here works on flat, C-ordered buffers that ``network.py`` allocates
-once and views as per-layer arrays:
+:class:`Engine` owns a network's flat ``params`` and ``grads`` and the work
+buffers of its last batch size (the layout: ``_maths.pyx``), checks every
+input with the GIL held, takes the model's lock, and only then runs the maths
+(``_maths.pyx``) or an epoch (``_batches.pyx``), without the GIL for a pass
+big enough for that to pay. No kernel is reachable with an unchecked shape.
 
-``params`` (and ``grads``, same layout)
-    for each layer ``l``: ``W`` of shape ``(n_out, n_in)`` row-major, then
-    ``b`` of shape ``(n_out,)`` -- the order and shapes of ``torch.nn.Linear``.
-``A`` (activations of one batch of ``n`` samples)
-    ``A^(0)`` (the input, ``(n, sizes[0])``), then ``A^(1)`` ... ``A^(L)``.
-``D`` (deltas of the same batch)
-    ``delta^(1)`` ``(n, sizes[1])`` ... ``delta^(L)``: ``delta = dLoss/dZ`` of
-    the *batch* loss, so the ``1/n`` of the batch mean is inside the deltas and
-    the gradients are plain sums: ``dW = delta^T A_prev``, ``db = sum(delta)``.
-
-The module has three layers. ``cdef inline`` scalar helpers and ``nogil``
-kernels over typed memoryviews (one fused float32/float64 type) do the maths;
-:class:`Engine` owns the buffers, checks every input with the GIL held, and
-only then enters the kernels with the GIL released. No kernel allocates, and
-none is reachable with an unchecked shape.
-
-Matrix products go through a row-major ``_gemm``: a compiled small-product
-kernel (register-blocked C, in ``_vector_kernels.c``) for the layers where a
-BLAS call costs more than the work, and ``scipy.linalg.cython_blas`` (no
-link-time BLAS dependency) beyond that. That kernel, and the
-element-wise passes beside it, are built for SSE2, AVX2 and AVX-512 on x86;
-import picks the widest the processor runs, or the one the environment
-variable ``CMLP_VECTOR_VARIANT`` names (:func:`vector_variant`).
-
-Sparse input (a CSR batch) changes the first layer alone: its product
-``X W^T`` and gradient ``delta^T X`` are kernels of their own over the
-batch's nonzeros, which are gathered and checked into CSR buffers the engine
-owns; the work buffers then hold no ``A^(0)`` (see the section "Sparse
-input" below).
+Sparse input (a CSR batch) changes the first layer alone: its nonzeros are
+gathered and checked into CSR buffers the engine owns (``_CSRBuffer``); the
+work buffers then hold no ``A^(0)``.
 """
-from cython cimport floating
 from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
     PyThread_free_lock, PyThread_get_thread_ident, PyThread_release_lock, PyThread_type_lock,
 )
 from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.pycapsule cimport PyCapsule_GetPointer
-from numpy.random cimport bitgen_t
-from libc.math cimport exp, expf, isfinite, log, tanh, tanhf
-from libc.limits cimport INT_MAX
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport isfinite
 from libc.float cimport DBL_MAX
-from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport daxpy, dgemm, saxpy, sgemm
 
 cimport numpy as cnp
-import os
-
 import numpy as np
 
+from cmlp._maths cimport (
+    BACKWARD, CROSS_ENTROPY, FORWARD, GRADIENTS, PREDICT, SOFTMAX, TRAIN,
+    Layer, Net, Views, Views32, Views64, net_init, sparse_pass,
+)
+from cmlp._batches cimport (
+    check_epoch_views, check_losses, check_order, csr_batch_nonzeros, epoch, gather_csr,
+    gather_rows, predictions_finite, sparse_epoch, work_bounds,
+)
+
+from cmlp._batches import IN_ORDER as _IN_ORDER
+from cmlp._batches import shuffled_order
+from cmlp._maths import (ACTIVATIONS, LOSS_NEEDS, LOSSES, VARIANT_ASKED_AT_IMPORT, blas_min_work,
+                         vector_variant, vector_variants)
+# For the tests and benchmarks, which switch variants and thresholds through this module.
+from cmlp._maths import _set_blas_min_work, _use_vector_variant  # no-cython-lint
+from cmlp._maths import _variant_at_import  # no-cython-lint
 from cmlp._validation import (MAX_BUFFER_BYTES, as_output, as_samples, as_targets,
                               check_architecture, check_batch_rows, check_learning_rate)
 
 cnp.import_array()
 
-# The element-wise passes and the small-product kernel, in C so that the
-# compiler vectorises them, once for each instruction set (see the header);
-# each is called through the table of the variant in use, cmlp_active.
-cdef extern from "_vector_kernels.h":
-    const double CMLP_SIGMOID_RANGE_D
-    const float CMLP_SIGMOID_RANGE_F
-    double cmlp_sigmoid_d(double z) noexcept nogil
-    float cmlp_sigmoid_f(float z) noexcept nogil
-    const Py_ssize_t CMLP_GEMM_MAX_K
-    ctypedef struct cmlp_vector_kernels:
-        const char* name
-        bint (*add_bias_d)(double* z, const double* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
-        bint (*add_bias_f)(float* z, const float* b, Py_ssize_t n, Py_ssize_t m) noexcept nogil
-        void (*sigmoid_block_d)(double* z, Py_ssize_t m) noexcept nogil
-        void (*sigmoid_block_f)(float* z, Py_ssize_t m) noexcept nogil
-        void (*sigmoid_backprop_d)(double* d, const double* a, Py_ssize_t count) noexcept nogil
-        void (*sigmoid_backprop_f)(float* d, const float* a, Py_ssize_t count) noexcept nogil
-        void (*column_sums_d)(const double* D, Py_ssize_t n, Py_ssize_t m, double* out) noexcept nogil
-        void (*column_sums_f)(const float* D, Py_ssize_t n, Py_ssize_t m, float* out) noexcept nogil
-        void (*sgd_d)(double* p, const double* g, double lr, Py_ssize_t count) noexcept nogil
-        void (*sgd_f)(float* p, const float* g, float lr, Py_ssize_t count) noexcept nogil
-        void (*small_gemm_d)(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                             const double* A, const double* B, double* C) noexcept nogil
-        void (*small_gemm_f)(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                             const float* A, const float* B, float* C) noexcept nogil
-    const cmlp_vector_kernels* cmlp_variants[]
-    const int CMLP_N_VARIANTS
-    const cmlp_vector_kernels* cmlp_active
-    bint cmlp_variant_runs(int v)
-    void cmlp_use_variant(int v)
+# What the rest of the package imports from here: the engine, and the maths'
+# names and switches that the engine's callers see through it.
+__all__ = ["ACTIVATIONS", "LOSSES", "MAX_BUFFER_BYTES", "VARIANT_ASKED_AT_IMPORT", "Engine",
+           "blas_min_work", "gil_release_min_work", "shuffled_order", "vector_variant",
+           "vector_variants"]
 
-# Codes shared with network.py; the names are the public spelling.
-cdef enum:
-    IDENTITY = 0
-    SIGMOID = 1
-    TANH = 2
-    RELU = 3
-    SOFTMAX = 4
-
-# What a pass on a sparse batch computes (_sparse_pass).
-cdef enum:
-    PREDICT = 0     # the forward pass
-    FORWARD = 1     # the forward pass, the output's logits kept (for a loss after)
-    LOSS_ONLY = 2   # forward and loss
-    GRADIENTS = 3   # forward, loss and gradients
-    TRAIN = 4       # forward, loss, gradients and the SGD update
-    BACKWARD = 5    # loss and gradients from the kept forward pass
-
-cdef enum:
-    MSE = 0
-    HALF_SSE = 1
-    BCE = 2
-    CROSS_ENTROPY = 3
-
-ACTIVATIONS = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH,
-               "relu": RELU, "softmax": SOFTMAX}
-LOSSES = {"mse": MSE, "half_sse": HALF_SSE, "bce": BCE,
-          "cross_entropy": CROSS_ENTROPY}
-
-# Where a product goes: below BLAS_MIN_WORK multiply-adds to the compiled
-# small-product kernel, where a BLAS call, its checks and its packing of the
-# operands cost more than the arithmetic; to BLAS beyond. One threshold for
-# every variant of the vector kernels, so that a product takes the same route,
-# and gives the same bits, on every processor (benchmarks/blas_threshold.py
-# measures the choice under each variant).
-cdef Py_ssize_t BLAS_MIN_WORK = 2048
-# Rows of at most this many entries are gathered by a loop, longer ones by memcpy.
-cdef Py_ssize_t SHORT_ROW = 32
-# From this many entries an SGD update goes to BLAS's axpy (see _sgd).
-cdef Py_ssize_t SGD_BLAS_MIN = 65536
 # Below this many multiply-adds (batch size times parameters) a pass keeps the
 # GIL: releasing and retaking it would cost more than the pass itself.
 cdef Py_ssize_t GIL_MIN_WORK = 4096
-# PyTorch clamps log() at -100 in BCELoss so that a saturated output gives a
-# large finite loss instead of inf; we do the same to give the same numbers.
-cdef double BCE_LOG_FLOOR = -100.0
-
-
-# ---------------------------------------------------------------------------
-# Scalar helpers
-# ---------------------------------------------------------------------------
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
-cdef inline floating _sigmoid(floating z) noexcept nogil:
-    # Branch on the sign so that exp() only ever sees a non-positive argument:
-    # no overflow for any z, and NaN still propagates. Computed in the
-    # network's own precision, as PyTorch does, so float32 results agree.
-    cdef floating one = 1, e  # a typed 1: a literal would promote float32 to double
-    if z >= 0:
-        return one / (one + _exp(-z))
-    e = _exp(z)
-    return e / (one + e)
-
-
-cdef inline floating _relu(floating z) noexcept nogil:
-    # "z < 0" rather than "z > 0" so that NaN passes through, as np.maximum does.
-    return 0 if z < 0 else z
-
-
-cdef inline double _clamped_log(double x) noexcept nogil:
-    # log(0) = -inf is clamped; NaN is not (a NaN output gives a NaN loss, as in PyTorch).
-    cdef double v = log(x)
-    return BCE_LOG_FLOOR if v < BCE_LOG_FLOOR else v
-
-
-# ---------------------------------------------------------------------------
-# Row-major matrix product: C(M, N) = op(A) @ op(B)
-# ---------------------------------------------------------------------------
-
-cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                floating[::1] A, Py_ssize_t a0, floating[::1] B, Py_ssize_t b0,
-                floating[::1] C, Py_ssize_t c0) noexcept nogil:
-    """OUT C[c0:c0+M*N] = op(A) @ op(B); op(X) is X or X^T, all row-major."""
-    cdef Py_ssize_t i
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        for i in range(c0, c0 + M * N):
-            C[i] = 0
-        return
-    if _blas_pays(M, N, K):
-        _blas_gemm(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
-    elif floating is float:
-        cmlp_active.small_gemm_f(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
-    else:
-        cmlp_active.small_gemm_d(trans_a, trans_b, M, N, K, &A[a0], &B[b0], &C[c0])
-
-
-cdef inline bint _blas_pays(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
-    return K > CMLP_GEMM_MAX_K or M * N * K >= BLAS_MIN_WORK
-
-
-cdef void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     floating* A, floating* B, floating* C) noexcept nogil:
-    # A row-major matrix is its transpose in Fortran order, so the row-major
-    # C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: swap the operands.
-    cdef char* tb = b"T" if trans_b else b"N"
-    cdef char* ta = b"T" if trans_a else b"N"
-    cdef int m = <int>N, n = <int>M, k = <int>K
-    cdef int ldb = <int>(K if trans_b else N)
-    cdef int lda = <int>(M if trans_a else K)
-    cdef int ldc = <int>N
-    cdef floating one = 1, zero = 0
-    if floating is float:
-        sgemm(tb, ta, &m, &n, &k, &one, B, &ldb, A, &lda, &zero, C, &ldc)
-    else:
-        dgemm(tb, ta, &m, &n, &k, &one, B, &ldb, A, &lda, &zero, C, &ldc)
-
-
-# ---------------------------------------------------------------------------
-# Activations: forward in place, and their derivative taken from the output
-# ---------------------------------------------------------------------------
-
-cdef void _add_bias_and_activate(int code, floating[::1] Z, Py_ssize_t z0,
-                                 floating[::1] params, Py_ssize_t b0,
-                                 Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    """INOUT Z (n, m): Z <- f(Z + b), one fused pass."""
-    cdef Py_ssize_t i, j, r
-    if code == SIGMOID:
-        _add_bias_and_sigmoid(Z, z0, params, b0, n, m)
-        return
-    for i in range(n):
-        r = z0 + i * m
-        if code == TANH:
-            for j in range(m):
-                Z[r + j] = _tanh(Z[r + j] + params[b0 + j])
-        elif code == RELU:
-            for j in range(m):
-                Z[r + j] = _relu(Z[r + j] + params[b0 + j])
-        else:
-            for j in range(m):
-                Z[r + j] = Z[r + j] + params[b0 + j]
-            if code == SOFTMAX:
-                _softmax_row(Z, r, m)
-
-
-cdef void _add_bias_and_sigmoid(floating[::1] Z, Py_ssize_t z0, floating[::1] params,
-                                Py_ssize_t b0, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    """INOUT Z (n, m) <- sigmoid(Z + b): the bias, then the sigmoid of the whole
-    block in one vectorised pass. An entry beyond the vector route's range
-    (|z| > 707 in double, 80 in float), or a NaN, sends the block through the
-    element-by-element route, where it alone takes libm's exp: every other
-    entry gets the same bits either way."""
-    cdef Py_ssize_t j
-    cdef bint in_range
-    cdef floating limit
-    if floating is float:
-        in_range = cmlp_active.add_bias_f(&Z[z0], &params[b0], n, m)
-        limit = CMLP_SIGMOID_RANGE_F
-    else:
-        in_range = cmlp_active.add_bias_d(&Z[z0], &params[b0], n, m)
-        limit = CMLP_SIGMOID_RANGE_D
-    if in_range:
-        if floating is float:
-            cmlp_active.sigmoid_block_f(&Z[z0], n * m)
-        else:
-            cmlp_active.sigmoid_block_d(&Z[z0], n * m)
-        return
-    for j in range(z0, z0 + n * m):
-        if not (Z[j] <= limit and Z[j] >= -limit):
-            Z[j] = _sigmoid(Z[j])
-        elif floating is float:
-            Z[j] = cmlp_sigmoid_f(Z[j])
-        else:
-            Z[j] = cmlp_sigmoid_d(Z[j])
-
-
-cdef void _softmax_row(floating[::1] Z, Py_ssize_t r, Py_ssize_t m) noexcept nogil:
-    # Subtract the row maximum first: exp() then never overflows.
-    cdef Py_ssize_t j
-    cdef double top = Z[r], total = 0
-    for j in range(1, m):
-        if Z[r + j] > top:
-            top = Z[r + j]
-    for j in range(m):
-        Z[r + j] = <floating>exp(Z[r + j] - top)
-        total += Z[r + j]
-    for j in range(m):
-        Z[r + j] = <floating>(Z[r + j] / total)
-
-
-cdef void _backprop_activation(int code, floating[::1] A, Py_ssize_t a0,
-                               floating[::1] D, Py_ssize_t d0,
-                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    """INOUT D (n, m): dL/dA -> dL/dZ, using only the layer's output A.
-
-    sigmoid' = a(1 - a), tanh' = 1 - a^2, relu' = [a > 0]; softmax couples a
-    row, so its Jacobian-vector product is d_j <- a_j (d_j - sum_k d_k a_k).
-    """
-    cdef Py_ssize_t i, j, s = n * m
-    cdef double dot
-    cdef floating a, one = 1
-    if s == 0:
-        return
-    if code == SIGMOID:
-        if floating is float:
-            cmlp_active.sigmoid_backprop_f(&D[d0], &A[a0], s)
-        else:
-            cmlp_active.sigmoid_backprop_d(&D[d0], &A[a0], s)
-    elif code == TANH:
-        for i in range(s):
-            a = A[a0 + i]
-            D[d0 + i] = D[d0 + i] * (one - a * a)
-    elif code == RELU:
-        for i in range(s):
-            if not A[a0 + i] > 0:
-                D[d0 + i] = 0
-    elif code == SOFTMAX:
-        for i in range(n):
-            dot = 0
-            for j in range(m):
-                dot += D[d0 + i * m + j] * A[a0 + i * m + j]
-            for j in range(m):
-                D[d0 + i * m + j] = <floating>(A[a0 + i * m + j] * (D[d0 + i * m + j] - dot))
-
-
-# ---------------------------------------------------------------------------
-# The network: forward, the output delta (the loss), delta backpropagation, SGD
-# ---------------------------------------------------------------------------
-
-cdef void _forward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                   floating[::1] params, floating[::1] A,
-                   floating[::1] Z, bint keep_logits) noexcept nogil:
-    """INOUT A: reads A^(0), writes A^(1) .. A^(L).
-
-    With keep_logits (a softmax output), the output layer's z is also copied
-    into Z (n, k): cross-entropy needs z itself for its log-sum-exp, as
-    softmax(z) may have underflowed to 0.
-    """
-    _forward_from(sizes, codes, n, params, A, Z, keep_logits, 0, 0, 0)
-
-
-cdef void _forward_from(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                        floating[::1] params, floating[::1] A, floating[::1] Z,
-                        bint keep_logits, Py_ssize_t first, Py_ssize_t w0,
-                        Py_ssize_t a_prev) noexcept nogil:
-    """The layers from first on: layer first's input at A[a_prev], its
-    weights at params[w0]; each output follows its input in A."""
-    cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
-    cdef Py_ssize_t a_next
-    for l in range(first, L):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        a_next = a_prev + n * n_in
-        # Z = A_prev W^T + b ; A = f(Z)
-        _gemm(False, True, n, n_out, n_in, A, a_prev, params, w0, A, a_next)
-        _finish_layer(codes, l, n, n_out, params, w0 + n_out * n_in, A, a_next, Z, keep_logits)
-        w0 += n_out * (n_in + 1)
-        a_prev = a_next
-
-
-cdef inline void _finish_layer(const int[::1] codes, Py_ssize_t l, Py_ssize_t n, Py_ssize_t n_out,
-                               floating[::1] params, Py_ssize_t b0, floating[::1] A,
-                               Py_ssize_t a0, floating[::1] Z, bint keep_logits) noexcept nogil:
-    """INOUT A[a0:] (n, n_out): the product of layer l -> its activation,
-    the bias added; the output layer's z kept in Z with keep_logits."""
-    cdef Py_ssize_t i
-    if keep_logits and l == codes.shape[0] - 1:
-        _add_bias_and_activate(IDENTITY, A, a0, params, b0, n, n_out)
-        memcpy(&Z[0], &A[a0], n * n_out * sizeof(floating))
-        for i in range(n):
-            _softmax_row(A, a0 + i * n_out, n_out)
-    else:
-        _add_bias_and_activate(codes[l], A, a0, params, b0, n, n_out)
-
-
-cdef double _output_delta(int loss, floating[::1] A, Py_ssize_t a0,
-                          const floating[::1] Y, floating[::1] D, Py_ssize_t d0,
-                          floating[::1] Z, int code, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """OUT D (n, k) = dL/dZ of the output layer; returns the loss L.
-
-    Where each 1/n lives (n samples, k outputs, a = A^(L), y = Y):
-
-    ============== =============================== ===========================
-    loss           L                               output delta dL/dz
-    ============== =============================== ===========================
-    mse            sum (a - y)^2 / (n k)           2 (a - y) / (n k) * f'(a)
-    half_sse       sum 1/2 (a - y)^2 / n           (a - y) / n * f'(a)
-    bce            -sum [y log a + (1 - y)         (a - y) / (n k)
-                   log(1 - a)] / (n k)
-    cross_entropy  -sum y log softmax(z) / n       (a sum(y) - y) / n
-    ============== =============================== ===========================
-
-    For bce (sigmoid output) and cross_entropy (softmax output, its z in Z)
-    the delta is taken straight from a - y, never through f'(a): exact where
-    f'(a) has underflowed to 0.
-    """
-    cdef Py_ssize_t i, j, r
-    cdef double total = 0, e, top, lse, y_sum
-    cdef double scale
-    if loss == MSE or loss == HALF_SSE:
-        scale = 2.0 / (n * k) if loss == MSE else 1.0 / n
-        for i in range(n):
-            for j in range(k):
-                e = A[a0 + i * k + j] - Y[i * k + j]
-                total += e * e
-                D[d0 + i * k + j] = <floating>(scale * e)
-        _backprop_activation(code, A, a0, D, d0, n, k)
-        return total * scale / 2
-    if loss == BCE:
-        scale = 1.0 / (n * k)
-        for i in range(n):
-            for j in range(k):
-                e = A[a0 + i * k + j]
-                total -= (Y[i * k + j] * _clamped_log(e) + (1 - Y[i * k + j]) * _clamped_log(1 - e))
-                D[d0 + i * k + j] = <floating>(scale * (e - Y[i * k + j]))
-        return total * scale
-    # CROSS_ENTROPY: log softmax(z) = z - logsumexp(z), from the kept z.
-    for i in range(n):
-        r = i * k
-        top = Z[r]
-        for j in range(1, k):
-            if Z[r + j] > top:
-                top = Z[r + j]
-        lse = 0
-        y_sum = 0
-        for j in range(k):
-            lse += exp(Z[r + j] - top)
-            y_sum += Y[i * k + j]
-        lse = log(lse)  # logsumexp(z) - top: adding top back would round away a small loss
-        for j in range(k):
-            if Y[i * k + j] != 0:  # 0 * log(0) counts as 0, as for one-hot targets
-                total += Y[i * k + j] * ((top - Z[r + j]) + lse)
-            D[d0 + r + j] = <floating>((A[a0 + r + j] * y_sum - Y[i * k + j]) / n)
-    return total / n
-
-
-cdef void _backward(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                    floating[::1] params, floating[::1] grads,
-                    floating[::1] A, floating[::1] D, bint update, floating lr) noexcept nogil:
-    """IN A, the output delta (end of D); OUT grads and the hidden deltas.
-
-    For each layer from the output down:
-        dW = delta^T A_prev,   db = sum over samples of delta,
-        delta_prev = (delta W) * f'(A_prev).
-    With update, the layer then takes its SGD step W <- W - lr dW, b <- b - lr db
-    at once, while its gradient is still in cache: W has served delta_prev
-    already, and no other layer reads it. The numbers are those of _sgd after.
-    """
-    _backward_down_to(sizes, codes, n, params, grads, A, D, update, lr, 0)
-
-
-cdef void _backward_down_to(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                            floating[::1] params, floating[::1] grads, floating[::1] A,
-                            floating[::1] D, bint update, floating lr,
-                            Py_ssize_t last) noexcept nogil:
-    """_backward for the layers from the output down to layer last: the
-    offsets counted back from the ends of params, A and D, so A may begin
-    with A^(last) (a sparse input is not in A)."""
-    cdef Py_ssize_t L = codes.shape[0], l, n_in, n_out
-    cdef Py_ssize_t w0 = params.shape[0], a_prev = A.shape[0], d0 = D.shape[0]
-    a_prev -= n * sizes[L]
-    for l in range(L - 1, last - 1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        w0 -= n_out * (n_in + 1)
-        a_prev -= n * n_in
-        d0 -= n * n_out
-        _gemm(True, False, n_out, n_in, n, D, d0, A, a_prev, grads, w0)
-        _column_sums(D, d0, n, n_out, grads, w0 + n_out * n_in)
-        if l > 0:
-            _gemm(False, False, n, n_in, n_out, D, d0, params, w0, D, d0 - n * n_in)
-            _backprop_activation(codes[l - 1], A, a_prev, D, d0 - n * n_in, n, n_in)
-        if update:
-            _sgd(params, grads, lr, w0, w0 + n_out * (n_in + 1))
-
-
-cdef void _column_sums(floating[::1] D, Py_ssize_t d0, Py_ssize_t n, Py_ssize_t m,
-                       floating[::1] out, Py_ssize_t o0) noexcept nogil:
-    """OUT out[o0:o0+m] = sum over the n rows of D (n, m)."""
-    cdef Py_ssize_t j
-    if n == 0:
-        for j in range(m):
-            out[o0 + j] = 0
-    elif floating is float:
-        cmlp_active.column_sums_f(&D[d0], n, m, &out[o0])
-    else:
-        cmlp_active.column_sums_d(&D[d0], n, m, &out[o0])
-
-
-cdef void _sgd(floating[::1] params, const floating[::1] grads, floating lr,
-               Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    """INOUT params[start:stop] <- params - lr * grads, one pass.
-
-    From SGD_BLAS_MIN entries on, BLAS's axpy (p + (-lr) g) takes it: it
-    splits the pass over BLAS's threads, where a layer that large has just
-    had its gradient written by them."""
-    cdef int count = <int>(stop - start), one = 1
-    cdef floating step = -lr
-    if SGD_BLAS_MIN <= stop - start <= INT_MAX:
-        if floating is float:
-            saxpy(&count, &step, <float*>&grads[start], &one, &params[start], &one)
-        else:
-            daxpy(&count, &step, <double*>&grads[start], &one, &params[start], &one)
-    elif floating is float:
-        cmlp_active.sgd_f(&params[start], &grads[start], lr, stop - start)
-    else:
-        cmlp_active.sgd_d(&params[start], &grads[start], lr, stop - start)
-
-
-cdef void _sgd_by_layer(const Py_ssize_t[::1] sizes, floating[::1] params,
-                        const floating[::1] grads, floating lr) noexcept nogil:
-    """The SGD step of every layer, each as _backward takes it: the same
-    route (own loop or BLAS) for a layer of a given size, so the same bits."""
-    cdef Py_ssize_t l, start = 0, stop
-    for l in range(sizes.shape[0] - 1):
-        stop = start + sizes[l + 1] * (sizes[l] + 1)
-        _sgd(params, grads, lr, start, stop)
-        start = stop
-
-
-cdef double _add_weight_penalty(const Py_ssize_t[::1] sizes, const floating[::1] params,
-                                floating[::1] grads, floating scale) noexcept nogil:
-    """INOUT the gradient of every weight matrix += scale * W (the biases' are
-    left as they are); returns sum(W**2) over the weights, in double."""
-    cdef Py_ssize_t l, i, start = 0, stop
-    cdef double squares = 0
-    for l in range(sizes.shape[0] - 1):
-        stop = start + sizes[l + 1] * sizes[l]
-        for i in range(start, stop):
-            squares += <double>params[i] * <double>params[i]
-            grads[i] += scale * params[i]
-        start = stop + sizes[l + 1]   # past the layer's biases
-    return squares
-
-
-cdef double _train_step(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                        floating[::1] params, floating[::1] grads,
-                        floating[::1] A, floating[::1] D, floating[::1] Z,
-                        const floating[::1] Y, int loss, floating lr) noexcept nogil:
-    """One SGD step: forward (A^(0) already in A), loss, backward with the update."""
-    _forward(sizes, codes, n, params, A, Z, codes[codes.shape[0] - 1] == SOFTMAX)
-    cdef double value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
-    _backward(sizes, codes, n, params, grads, A, D, True, lr)
-    return value
-
-
-cdef double _forward_loss(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                          floating[::1] A, floating[::1] D, floating[::1] Z,
-                          const floating[::1] Y, int loss) noexcept nogil:
-    """The loss of the last forward pass against Y; OUT the output delta (end of D)."""
-    cdef Py_ssize_t L = codes.shape[0], k = sizes[L]
-    return _output_delta(loss, A, A.shape[0] - n * k, Y, D, D.shape[0] - n * k,
-                         Z, codes[L - 1], n, k)
-
-
-cdef double _loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                               Py_ssize_t n, floating[::1] params, floating[::1] grads,
-                               floating[::1] A, floating[::1] D, floating[::1] Z,
-                               const floating[::1] Y, int loss) noexcept nogil:
-    """Loss and all gradients from the activations of the last forward pass."""
-    cdef double value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
-    _backward(sizes, codes, n, params, grads, A, D, False, 0)
-    return value
-
-
-cdef double _weighted_loss_and_backward(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                                        Py_ssize_t n, floating[::1] params,
-                                        floating[::1] grads, floating[::1] A,
-                                        floating[::1] D, floating[::1] Z,
-                                        const floating[::1] Y, const double[::1] w,
-                                        int loss) noexcept nogil:
-    """The sample-weighted mean loss, sum_i w_i L_i / sum_i w_i, and its gradients.
-
-    L_i is sample i's loss as _output_delta gives it for a batch of one; each
-    row's delta is then scaled by w_i / sum(w), which puts the weighted mean's
-    1/sum(w) inside the deltas as the unweighted mean puts its 1/n there.
-    A batch whose weights sum to 0 has loss 0 and zero gradients.
-    """
-    cdef double total = _weighted_output_delta(sizes, codes, n, A, D, Z, Y, w, loss)
-    _backward(sizes, codes, n, params, grads, A, D, False, 0)
-    return total
-
-
-cdef double _weighted_output_delta(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                                   Py_ssize_t n, floating[::1] A, floating[::1] D,
-                                   floating[::1] Z, const floating[::1] Y,
-                                   const double[::1] w, int loss) noexcept nogil:
-    """The weighted mean loss; OUT the output delta, each row scaled by w_i / sum(w)."""
-    cdef Py_ssize_t L = codes.shape[0], k = sizes[L], i, j
-    cdef Py_ssize_t a0 = A.shape[0] - n * k, d0 = D.shape[0] - n * k
-    cdef double weight_sum = 0, total = 0, share
-    for i in range(n):
-        weight_sum += w[i]
-    for i in range(n):
-        share = w[i] / weight_sum if weight_sum > 0 else 0.0
-        total += share * _output_delta(loss, A, a0 + i * k, Y[i * k:], D, d0 + i * k,
-                                       Z[i * k:], codes[L - 1], 1, k)
-        for j in range(k):
-            D[d0 + i * k + j] = <floating>(share * D[d0 + i * k + j])
-    return total
-
-
-# ---------------------------------------------------------------------------
-# One epoch of plain SGD: the batch loop in compiled code
-# ---------------------------------------------------------------------------
-
-# The order of an epoch that takes the samples as they come: no indices at all
-# (an epoch always holds at least one sample, so empty is never a real order).
-_IN_ORDER = np.empty(0, dtype=np.intp)
-
-
-cdef inline void _work_bounds(Py_ssize_t m, Py_ssize_t width_sum, Py_ssize_t n_in,
-                              Py_ssize_t n_out, bint logits, Py_ssize_t* ends) noexcept nogil:
-    """OUT ends[0..3]: where A, D, the kept logits Z and the targets of m samples
-    end in the work storage, each block starting where the one before ends."""
-    ends[0] = m * width_sum
-    ends[1] = ends[0] + m * (width_sum - n_in)
-    ends[2] = ends[1] + (m * n_out if logits else 0)
-    ends[3] = ends[2] + m * n_out
-
-
-cdef extern from *:
-    """
-    /* Ask the cache for the lines of a row that a later batch will copy: every
-       64 bytes, and the last byte (a row need not start on a line). */
-    static CMLP_INLINE void cmlp_prefetch_row(const char *row, Py_ssize_t nbytes) {
-    #if defined(__GNUC__) || defined(__clang__)
-        for (Py_ssize_t k = 0; k < nbytes; k += 64) __builtin_prefetch(row + k);
-        __builtin_prefetch(row + nbytes - 1);
-    #else
-        (void)row; (void)nbytes;
-    #endif
-    }
-    """
-    void cmlp_prefetch_row(const char* row, Py_ssize_t nbytes) noexcept nogil
-
-
-cdef void _prefetch_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
-                          const Py_ssize_t[::1] order, Py_ssize_t start,
-                          Py_ssize_t m) noexcept nogil:
-    """Start loading the rows of the batch at position start of order, to be
-    gathered after the current batch's step: rows in a shuffled order are
-    cache misses that no hardware prefetcher sees coming."""
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, row
-    cdef const char* x0 = <const char*>&X[0, 0]
-    cdef const char* y0 = <const char*>&Y[0, 0]
-    for i in range(m):
-        row = order[start + i]
-        if row >= 0 and row < n:   # a prefetch never faults, but only X's rows are wanted
-            cmlp_prefetch_row(x0 + row * n_in * sizeof(floating), n_in * sizeof(floating))
-            cmlp_prefetch_row(y0 + row * n_out * sizeof(floating), n_out * sizeof(floating))
-
-
-cdef bint _gather_batch(const floating[:, ::1] X, const floating[:, ::1] Y,
-                        const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t m,
-                        floating[::1] A, floating[::1] T) noexcept nogil:
-    """OUT A^(0) (the front of A) and the targets T of one batch: the m samples
-    that order lists from position start on (samples start .. start+m-1 when
-    order is empty). False, with the batch unfinished, if an index lies outside
-    X: the caller checked them all, but another thread may write into order."""
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = Y.shape[1], i, row
-    if order.shape[0] == 0:
-        memcpy(&A[0], &X[start, 0], m * n_in * sizeof(floating))
-        memcpy(&T[0], &Y[start, 0], m * n_out * sizeof(floating))
-        return True
-    for i in range(m):
-        row = order[start + i]   # read once: checked and used as the same value
-        if row < 0 or row >= n:
-            return False
-        _copy_row(&A[i * n_in], &X[row, 0], n_in)
-        _copy_row(&T[i * n_out], &Y[row, 0], n_out)
-    return True
-
-
-cdef inline void _copy_row(floating* out, const floating* row, Py_ssize_t count) noexcept nogil:
-    # A short row is copied in place: a call to memcpy per row of a few
-    # entries was half of what shuffling cost a small network's epoch.
-    cdef Py_ssize_t j
-    if count > SHORT_ROW:
-        memcpy(out, row, count * sizeof(floating))
-        return
-    for j in range(count):
-        out[j] = row[j]
-
-
-cdef Py_ssize_t _epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                       floating[::1] params, floating[::1] grads, floating[::1] storage,
-                       const floating[:, ::1] X, const floating[:, ::1] Y,
-                       const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss,
-                       bint train, floating lr, double[::1] losses, bint* bad_row) noexcept nogil:
-    """The batches of one epoch, each gathered into the work buffers. With
-    train, each takes _train_step (the numbers of train_step on each batch in
-    turn), and the epoch stops after the first batch whose loss is not
-    finite; without, each takes the forward pass and the loss alone.
-
-    IN X (n, n_in), Y (n, n_out), order (see _gather_batch); INOUT params;
-    OUT losses[b]: the loss of batch b; the work buffers, laid out in storage
-    as Engine._resize lays them out for the batch's size (the last batch of
-    an epoch may be smaller). Stops before a batch with an index outside X
-    (setting bad_row). Returns the number of batches run.
-    """
-    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], k = sizes[L], width_sum = 0, l
-    cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
-    cdef Py_ssize_t ends[4]
-    cdef bint logits = codes[L - 1] == SOFTMAX
-    cdef floating[::1] A, D, Z, T
-    cdef double value
-    for l in range(L + 1):
-        width_sum += sizes[l]
-    while start < n:
-        m = min(batch_size, n - start)
-        if m != m_views:
-            _work_bounds(m, width_sum, sizes[0], k, logits, ends)
-            A = storage[:ends[0]]
-            D = storage[ends[0]:ends[1]]
-            Z = storage[ends[1]:ends[2]]
-            T = storage[ends[2]:ends[3]]
-            m_views = m
-        if not _gather_batch(X, Y, order, start, m, A, T):
-            bad_row[0] = True
-            break
-        if order.shape[0] != 0 and start + m < n:
-            _prefetch_batch(X, Y, order, start + m, min(batch_size, n - start - m))
-        if train:
-            value = _train_step(sizes, codes, m, params, grads, A, D, Z, T, loss, lr)
-        else:
-            _forward(sizes, codes, m, params, A, Z, logits)
-            value = _forward_loss(sizes, codes, m, A, D, Z, T, loss)
-        losses[batch] = value
-        batch += 1
-        start += m
-        if train and not isfinite(value):
-            break
-    return batch
-
-
-# ---------------------------------------------------------------------------
-# Sparse input: the first layer's product and gradient from a CSR batch
-# ---------------------------------------------------------------------------
-#
-# A batch of sparse samples is held in CSR form in buffers of the engine's
-# own (_CSRBuffer): data, column indices (int32: a layer is at most
-# MAX_BLAS_SIZE wide), and the batch's row pointers, from 0. It is gathered
-# from the data set by _gather_csr, which checks every row range and every
-# column index as it copies them; the kernels after it read only checked,
-# owned memory. The input is not in A: the work buffers of a sparse pass are
-# laid out as a dense pass's would be with no A^(0), A^(1) at the front.
-
-cdef bint _gather_csr(const floating[::1] data, const int[::1] indices,
-                      const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] order,
-                      Py_ssize_t start, Py_ssize_t m, Py_ssize_t n_in,
-                      floating[::1] bdata, int[::1] bindices,
-                      Py_ssize_t[::1] bindptr) noexcept nogil:
-    """OUT the batch CSR (bdata, bindices, bindptr[0..m]): rows order[start ..
-    start+m-1] of the data set (start .. start+m-1 when order is empty).
-    False, the batch unfinished, at a row outside the data set, a row range
-    not within [0, nnz] and increasing, a column outside [0, n_in), or more
-    nonzeros than the buffers hold: the caller checked them, but another
-    thread may write into the arrays."""
-    cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = min(data.shape[0], indices.shape[0])
-    cdef Py_ssize_t room = min(bdata.shape[0], bindices.shape[0])
-    cdef Py_ssize_t i, k, row, lo, hi, total = 0
-    cdef int col
-    if bindptr.shape[0] < m + 1 or (order.shape[0] != 0 and order.shape[0] < start + m):
-        return False
-    bindptr[0] = 0
-    for i in range(m):
-        row = start + i if order.shape[0] == 0 else order[start + i]
-        if row < 0 or row >= n:
-            return False
-        lo = indptr[row]
-        hi = indptr[row + 1]
-        if lo < 0 or hi < lo or hi > nnz or hi - lo > room - total:
-            return False
-        for k in range(lo, hi):
-            col = indices[k]
-            if col < 0 or col >= n_in:
-                return False
-            bindices[total] = col
-            bdata[total] = data[k]
-            total += 1
-        bindptr[i + 1] = total
-    return True
-
-
-cdef bint _gather_rows(const floating[:, ::1] Y, const Py_ssize_t[::1] order, Py_ssize_t start,
-                       Py_ssize_t m, floating[::1] T) noexcept nogil:
-    """OUT T: rows order[start .. start+m-1] of Y (start .. when order is
-    empty), False at a row outside Y."""
-    cdef Py_ssize_t n = Y.shape[0], k = Y.shape[1], i, row
-    if T.shape[0] < m * k or (order.shape[0] != 0 and order.shape[0] < start + m):
-        return False
-    for i in range(m):
-        row = start + i if order.shape[0] == 0 else order[start + i]
-        if row < 0 or row >= n:
-            return False
-        _copy_row(&T[i * k], &Y[row, 0], k)
-    return True
-
-
-cdef void _csr_product(const floating[::1] data, const int[::1] indices,
-                       const Py_ssize_t[::1] indptr, Py_ssize_t n, Py_ssize_t n_in,
-                       Py_ssize_t n_out, const floating[::1] params,
-                       floating[::1] A) noexcept nogil:
-    """OUT A[0:n*n_out] = X W^T: X the checked CSR batch (n rows), W the first
-    (n_out, n_in) block of params. Unit by unit: the row of W of a unit stays
-    in cache while every nonzero of the batch reads from it."""
-    cdef Py_ssize_t o, i, k, w
-    cdef floating total
-    for o in range(n_out):
-        w = o * n_in
-        for i in range(n):
-            total = 0
-            for k in range(indptr[i], indptr[i + 1]):
-                total = total + data[k] * params[w + indices[k]]
-            A[i * n_out + o] = total
-
-
-cdef void _csr_gradient(const floating[::1] data, const int[::1] indices,
-                        const Py_ssize_t[::1] indptr, Py_ssize_t n, Py_ssize_t n_in,
-                        Py_ssize_t n_out, const floating[::1] D,
-                        floating[::1] grads) noexcept nogil:
-    """OUT grads[0:n_out*n_in] = delta^T X: delta (n, n_out) at the front of
-    D, scattered into the zeroed gradient of W, a unit's row at a time."""
-    cdef Py_ssize_t o, i, j, k, w
-    cdef floating d
-    for o in range(n_out):
-        w = o * n_in
-        for j in range(w, w + n_in):
-            grads[j] = 0
-        for i in range(n):
-            d = D[i * n_out + o]
-            for k in range(indptr[i], indptr[i + 1]):
-                grads[w + indices[k]] += d * data[k]
-
-
-cdef void _forward_sparse(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                          floating[::1] params, floating[::1] A, floating[::1] Z,
-                          bint keep_logits, const floating[::1] data, const int[::1] indices,
-                          const Py_ssize_t[::1] indptr) noexcept nogil:
-    """_forward with the input the CSR batch: OUT A^(1) .. A^(L), A^(1) at A[0]."""
-    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[1]
-    _csr_product(data, indices, indptr, n, n_in, n_out, params, A)
-    _finish_layer(codes, 0, n, n_out, params, n_out * n_in, A, 0, Z, keep_logits)
-    _forward_from(sizes, codes, n, params, A, Z, keep_logits, 1, n_out * (n_in + 1), 0)
-
-
-cdef void _backward_sparse(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                           floating[::1] params, floating[::1] grads, floating[::1] A,
-                           floating[::1] D, bint update, floating lr,
-                           const floating[::1] data, const int[::1] indices,
-                           const Py_ssize_t[::1] indptr) noexcept nogil:
-    """_backward after _forward_sparse: the layers above the first as dense,
-    then the first layer's gradient from the CSR batch (no input delta)."""
-    cdef Py_ssize_t n_in = sizes[0], n_out = sizes[1]
-    _backward_down_to(sizes, codes, n, params, grads, A, D, update, lr, 1)
-    _csr_gradient(data, indices, indptr, n, n_in, n_out, D, grads)
-    _column_sums(D, 0, n, n_out, grads, n_out * n_in)
-    if update:
-        _sgd(params, grads, lr, 0, n_out * (n_in + 1))
-
-
-cdef double _sparse_pass(const Py_ssize_t[::1] sizes, const int[::1] codes, Py_ssize_t n,
-                         floating[::1] params, floating[::1] grads, floating[::1] A,
-                         floating[::1] D, floating[::1] Z, const floating[::1] Y,
-                         const double[::1] w, bint weighted, int loss, int mode, floating lr,
-                         const floating[::1] data, const int[::1] indices,
-                         const Py_ssize_t[::1] indptr) noexcept nogil:
-    """One pass on a CSR batch, as the mode names it (PREDICT and FORWARD
-    return 0); GRADIENTS and BACKWARD with weighted are those of the
-    w-weighted mean loss."""
-    cdef bint logits = codes[codes.shape[0] - 1] == SOFTMAX and mode != PREDICT
-    cdef double value
-    if mode != BACKWARD:
-        _forward_sparse(sizes, codes, n, params, A, Z, logits, data, indices, indptr)
-    if mode == PREDICT or mode == FORWARD:
-        return 0
-    if weighted and (mode == GRADIENTS or mode == BACKWARD):
-        value = _weighted_output_delta(sizes, codes, n, A, D, Z, Y, w, loss)
-    else:
-        value = _forward_loss(sizes, codes, n, A, D, Z, Y, loss)
-    if mode != LOSS_ONLY:
-        _backward_sparse(sizes, codes, n, params, grads, A, D, mode == TRAIN, lr,
-                         data, indices, indptr)
-    return value
-
-
-cdef Py_ssize_t _sparse_epoch(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                              floating[::1] params, floating[::1] grads,
-                              floating[::1] storage, const floating[::1] data,
-                              const int[::1] indices, const Py_ssize_t[::1] indptr,
-                              const floating[:, ::1] Y, const Py_ssize_t[::1] order,
-                              Py_ssize_t batch_size, int loss, bint train, floating lr,
-                              double[::1] losses, floating[::1] bdata, int[::1] bindices,
-                              Py_ssize_t[::1] bindptr, bint* bad_row) noexcept nogil:
-    """_epoch for a CSR data set (data, indices, indptr; Y its targets): each
-    batch gathered into the batch CSR buffers and the targets' buffer, then
-    _sparse_pass (TRAIN, or LOSS_ONLY without train). Stops, setting bad_row,
-    before a batch that cannot be gathered."""
-    cdef Py_ssize_t L = codes.shape[0], n = Y.shape[0], k = sizes[L], width_sum = 0, l
-    cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
-    cdef Py_ssize_t ends[4]
-    cdef bint logits = codes[L - 1] == SOFTMAX
-    cdef floating[::1] A, D, Z, T
-    cdef double value
-    for l in range(1, L + 1):
-        width_sum += sizes[l]
-    while start < n:
-        m = min(batch_size, n - start)
-        if m != m_views:
-            _work_bounds(m, width_sum, 0, k, logits, ends)
-            A = storage[:ends[0]]
-            D = storage[ends[0]:ends[1]]
-            Z = storage[ends[1]:ends[2]]
-            T = storage[ends[2]:ends[3]]
-            m_views = m
-        if not (_gather_csr(data, indices, indptr, order, start, m, sizes[0],
-                            bdata, bindices, bindptr)
-                and _gather_rows(Y, order, start, m, T)):
-            bad_row[0] = True
-            break
-        value = _sparse_pass(sizes, codes, m, params, grads, A, D, Z, T, losses, False, loss,
-                             TRAIN if train else LOSS_ONLY, lr, bdata, bindices, bindptr)
-        losses[batch] = value
-        batch += 1
-        start += m
-        if train and not isfinite(value):
-            break
-    return batch
-
-
-cdef Py_ssize_t _csr_batch_nonzeros(const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] order,
-                                    Py_ssize_t start, Py_ssize_t stop, Py_ssize_t batch_size,
-                                    Py_ssize_t nnz) noexcept:
-    """The most nonzeros of any batch of batch_size rows (order[start:stop],
-    or start .. stop-1 when order is empty), or -1 at a row outside the data
-    set or a row range not within [0, nnz] and increasing."""
-    cdef Py_ssize_t n = indptr.shape[0] - 1, most = 0, total, i, end, row, lo, hi
-    if order.shape[0] != 0 and order.shape[0] < stop:
-        return -1
-    while start < stop:
-        end = min(start + batch_size, stop)
-        total = 0
-        for i in range(start, end):
-            row = i if order.shape[0] == 0 else order[i]
-            if row < 0 or row >= n:
-                return -1
-            lo = indptr[row]
-            hi = indptr[row + 1]
-            if lo < 0 or hi < lo or hi > nnz:
-                return -1
-            total += hi - lo
-        most = max(most, total)
-        start = end
-    return most
 
 
 cdef class _CSRBuffer:
@@ -994,36 +90,6 @@ cdef class _CSRBuffer:
                    for buffer in (self.data, self.indices, self.indptr) if buffer is not None)
 
 
-cdef bint _predictions_finite(const Py_ssize_t[::1] sizes, const int[::1] codes,
-                              floating[::1] params, floating[::1] P, floating[::1] Z,
-                              const floating[:, ::1] X, Py_ssize_t batch_size) noexcept nogil:
-    """Whether the forward pass gives a finite output for every row of X, taken
-    batch_size rows at a time through P (room for batch_size samples)."""
-    cdef Py_ssize_t L = codes.shape[0], n = X.shape[0], n_in = X.shape[1], k = sizes[L]
-    cdef Py_ssize_t width_sum = 0, start = 0, m, l
-    for l in range(L + 1):
-        width_sum += sizes[l]
-    while start < n:
-        m = min(batch_size, n - start)
-        memcpy(&P[0], &X[start, 0], m * n_in * sizeof(floating))
-        _forward(sizes, codes, m, params, P, Z, False)
-        if not _all_finite(P[m * (width_sum - k):m * width_sum]):
-            return False
-        start += m
-    return True
-
-
-cdef bint _all_finite(const floating[::1] v) noexcept nogil:
-    """Whether no entry of v is NaN or infinite: x - x is 0 for every finite x
-    and NaN otherwise, a test without branches that the compiler vectorises."""
-    cdef Py_ssize_t i
-    cdef floating zero = 0
-    cdef bint finite = True
-    for i in range(v.shape[0]):
-        finite &= (v[i] - v[i]) == zero
-    return finite
-
-
 cdef object _check_weights(object weights, Py_ssize_t n):
     """weights as a float64, C-contiguous array of n finite values >= 0, else
     ValueError; checked by one loop, without the temporaries of NumPy's tests
@@ -1039,55 +105,50 @@ cdef object _check_weights(object weights, Py_ssize_t n):
     return w
 
 
-cdef object _check_order(object order, Py_ssize_t n):
-    """order as _epoch reads it: n indices in [0, n), intp, C-contiguous."""
-    cdef Py_ssize_t bad
-    if order is None:
-        return _IN_ORDER
-    if not cnp.PyArray_Check(order) or cnp.PyArray_TYPE(order) != cnp.NPY_INTP:
-        got = order.dtype if cnp.PyArray_Check(order) else type(order).__name__
-        raise TypeError(f"order must be None or a numpy array of dtype intp, got {got}")
-    order = np.asarray(order)   # the base class: nothing a subclass overrides is used
-    if cnp.PyArray_NDIM(order) != 1 or cnp.PyArray_DIM(order, 0) != n:
-        raise ValueError(f"order must hold one index per sample, shape ({n},), "
-                         f"got {order.shape}")
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(order) and cnp.PyArray_ISBEHAVED_RO(order)):
-        raise ValueError("order must be C-contiguous, aligned and in native byte order")
-    bad = _first_outside(order, n)
-    if bad >= 0:
-        raise ValueError(f"order must hold indices in [0, {n}), got order[{bad}] = {order[bad]}")
-    return order
+# ---------------------------------------------------------------------------
+# The passes on the buffers of one dtype: declared here, generated per dtype
+# ---------------------------------------------------------------------------
+
+cdef class _Passes:
+    """The engine's epochs and sparse passes, whatever its dtype: the typed
+    calls into _batches and _maths live in the subclasses _Passes64 and
+    _Passes32, generated from _passes.pxi.tp (the other passes are the
+    engine's _maths.Views). Each expects the engine's lock held and its
+    buffers checked and sized."""
+
+    cdef int all_predictions_finite(self, object X, Py_ssize_t batch_size) except -1:
+        return True
+
+    cdef Py_ssize_t run_epoch(self, object X, object Y, object order, object storage,
+                              Py_ssize_t batch_size, int code, bint train, double step,
+                              double[::1] out, bint* bad_row, bint release) except -1:
+        return 0
+
+    cdef int gather(self, _CSRBuffer b, object data, object indices, object indptr, object order,
+                    Py_ssize_t start, Py_ssize_t m, object Y, bint predict) except -1:
+        return False
+
+    cdef double sparse(self, Py_ssize_t n, int code, double step, int mode, const double[::1] w,
+                       bint weighted, _CSRBuffer b, bint predict) noexcept nogil:
+        return 0
+
+    cdef Py_ssize_t run_sparse_epoch(self, object data, object indices, object indptr,
+                                     object Y, object order, object storage,
+                                     Py_ssize_t batch_size, int code, bint train, double step,
+                                     double[::1] out, bint* bad_row, bint release,
+                                     _CSRBuffer b) except -1:
+        return 0
 
 
-cdef int _check_losses(object losses, Py_ssize_t n_batches) except -1:
-    """losses can take one float64 for each of n_batches batches."""
-    if not cnp.PyArray_Check(losses) or cnp.PyArray_TYPE(losses) != cnp.NPY_DOUBLE:
-        got = losses.dtype if cnp.PyArray_Check(losses) else type(losses).__name__
-        raise TypeError(f"losses must be a numpy array of dtype float64, got {got}")
-    if cnp.PyArray_NDIM(losses) != 1 or cnp.PyArray_DIM(losses, 0) < n_batches:
-        raise ValueError(f"losses must be 1-D with room for the {n_batches} batches, "
-                         f"got shape {losses.shape}")
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(losses) and cnp.PyArray_ISBEHAVED(losses)):
-        raise ValueError("losses must be C-contiguous, aligned and writable")
-    return 0
-
-
-cdef Py_ssize_t _first_outside(const Py_ssize_t[::1] order, Py_ssize_t n) noexcept:
-    """The position of the first index of order outside [0, n), or -1."""
-    cdef Py_ssize_t i
-    for i in range(order.shape[0]):
-        if order[i] < 0 or order[i] >= n:
-            return i
-    return -1
+include "_passes.pxi"
 
 
 # ---------------------------------------------------------------------------
 # Engine: the buffers of one network, and the checked doors into the kernels
 # ---------------------------------------------------------------------------
 
-# The buffers start on a cache line: a vector load of 64 bytes (an AVX-512
-# register) that straddles two lines made the small-product kernel up to a
-# third slower, and NumPy promises only 16-byte alignment.
+# The buffers start on a cache line, so that no 64-byte vector load (an AVX-512
+# register) straddles two lines; NumPy promises only 16-byte alignment.
 cdef size_t BUFFER_ALIGNMENT = 64
 
 
@@ -1137,15 +198,14 @@ cdef class Engine:
     cdef _CSRBuffer _kept_csr, _predict_csr   # the sparse batch of a kept pass, of predict
     cdef Py_ssize_t _predict_size   # samples the predict buffer holds
     cdef dict _loss_codes           # the losses the output layer admits: name -> code
-    cdef Py_ssize_t[::1] _sizes
-    cdef int[::1] _codes
+    cdef Net _net          # the architecture as the maths reads it (offsets in _layers)
+    cdef Layer* _layers
     cdef int _typenum, _last_code
-    cdef bint _double
+    cdef Views _views      # the buffers' typed views and the passes on them (_maths)
+    cdef _Passes _passes   # the epochs and sparse passes on those views
     cdef Py_ssize_t _n_in, _n_out, _width_sum
     cdef Py_ssize_t _gil_min_batch    # from this many samples a pass releases the GIL
     cdef Py_ssize_t _max_batch        # the most samples whose work buffers can be addressed
-    cdef double[::1] _p64, _g64, _A64, _D64, _Z64, _Y64, _P64
-    cdef float[::1] _p32, _g32, _A32, _D32, _Z32, _Y32, _P32
     cdef PyThread_type_lock _lock
     cdef unsigned long _owner   # the thread holding _lock, 0 when none does
     cdef bint _started          # __init__ has begun: an Engine is initialised once
@@ -1175,18 +235,31 @@ cdef class Engine:
     cdef _setup(self, sizes, codes, dtype):
         sizes, codes, dtype, n_params = check_architecture(sizes, codes, dtype,
                                                            set(ACTIVATIONS.values()))
-        self._sizes = np.array(sizes, dtype=np.intp)
-        self._codes = np.array(codes, dtype=np.intc)
+        cdef Py_ssize_t[::1] size_view = np.array(sizes, dtype=np.intp)
+        cdef int[::1] code_view = np.array(codes, dtype=np.intc)
+        PyMem_Free(self._layers)
+        self._layers = <Layer*>PyMem_Malloc(code_view.shape[0] * sizeof(Layer))
+        if self._layers == NULL:
+            raise MemoryError("could not allocate the layers' offsets")
+        net_init(&self._net, self._layers, &size_view[0], &code_view[0], code_view.shape[0])
         self.dtype = dtype
-        self._double = self.dtype == np.float64
+        if self.dtype == np.float64:
+            self._views = Views64()
+            self._passes = _Passes64()
+            (<_Passes64>self._passes).v = self._views
+        else:
+            self._views = Views32()
+            self._passes = _Passes32()
+            (<_Passes32>self._passes).v = self._views
+        self._views.net = &self._net
         self._typenum = self.dtype.num
         self._n_in = sizes[0]
         self._n_out = sizes[len(sizes) - 1]
         self._last_code = codes[len(codes) - 1]
         self._width_sum = sum(sizes)
         self._loss_codes = {name: code for name, code in LOSSES.items()
-                            if (code != BCE or self._last_code == SIGMOID)
-                            and (code != CROSS_ENTROPY or self._last_code == SOFTMAX)}
+                            if LOSS_NEEDS.get(name, _name(self._last_code))
+                            == _name(self._last_code)}
         # n_params multiply-adds per sample: the GIL is released for a pass of
         # at least GIL_MIN_WORK of them (a count of samples, which cannot overflow).
         gil_min_work = GIL_MIN_WORK
@@ -1199,12 +272,7 @@ cdef class Engine:
         self._grads = _aligned_zeros(n_params, self.dtype)
         self._params_view = self._params.view()
         self._grads_view = self._grads.view()
-        if self._double:
-            self._p64 = self._params
-            self._g64 = self._grads
-        else:
-            self._p32 = self._params
-            self._g32 = self._grads
+        self._views.bind(self._params, self._grads)
         self._kept_csr = _CSRBuffer()
         self._predict_csr = _CSRBuffer()
         self._resize(0)
@@ -1239,6 +307,7 @@ cdef class Engine:
     def __dealloc__(self):
         if self._lock != NULL:
             PyThread_free_lock(self._lock)
+        PyMem_Free(self._layers)
 
     # -- buffers --------------------------------------------------------------
 
@@ -1254,24 +323,16 @@ cdef class Engine:
         cdef Py_ssize_t n_in = 0 if sparse else self._n_in
         check_batch_rows(n)
         self._check_addressable(n)
-        _work_bounds(n, self._width_sum - self._n_in + n_in, n_in, self._n_out,
-                     self._last_code == SOFTMAX, ends)
+        work_bounds(n, self._width_sum - self._n_in + n_in, n_in, self._n_out,
+                    self._last_code == SOFTMAX, ends)
         if self._storage is None or ends[3] > cnp.PyArray_DIM(self._storage, 0):
             self._storage = _aligned_zeros(ends[3], self.dtype)
         self._activations = self._storage[:ends[0]]
         self._deltas = self._storage[ends[0]:ends[1]]
         self._logits_buffer = self._storage[ends[1]:ends[2]]
         self._targets_buffer = self._storage[ends[2]:ends[3]]
-        if self._double:
-            self._A64 = self._activations
-            self._D64 = self._deltas
-            self._Z64 = self._logits_buffer
-            self._Y64 = self._targets_buffer
-        else:
-            self._A32 = self._activations
-            self._D32 = self._deltas
-            self._Z32 = self._logits_buffer
-            self._Y32 = self._targets_buffer
+        self._views.bind_work(self._activations, self._deltas, self._logits_buffer,
+                              self._targets_buffer)
         self.batch_size = n
         self._sparse_layout = sparse
         self.has_forward = False
@@ -1286,10 +347,7 @@ cdef class Engine:
             self._predict_storage = _aligned_zeros(n * width, self.dtype)
         self._predict_buffer = self._predict_storage[:n * width]
         self._predict_sparse = sparse
-        if self._double:
-            self._P64 = self._predict_buffer
-        else:
-            self._P32 = self._predict_buffer
+        self._views.bind_predict(self._predict_buffer)
         self._predict_size = n
 
     cdef int _check_addressable(self, Py_ssize_t n) except -1:
@@ -1370,10 +428,9 @@ cdef class Engine:
             code = LOSSES[loss]
         except (KeyError, TypeError):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}") from None
-        last = _name(self._last_code)
-        if code == BCE:
-            raise ValueError(f"loss='bce' needs a sigmoid output layer, not {last!r}")
-        raise ValueError(f"loss='cross_entropy' needs a softmax output layer, not {last!r}")
+        name = next(name for name, value in LOSSES.items() if value == code)
+        raise ValueError(f"loss={name!r} needs a {LOSS_NEEDS[name]} output layer, "
+                         f"not {_name(self._last_code)!r}")
 
     cdef double _learning_rate(self, lr) except -1:
         """lr as a C double; a finite float >= 0 is taken as it is, anything else checked."""
@@ -1415,10 +472,9 @@ cdef class Engine:
         PyThread_release_lock(self._lock)
 
     cdef inline bint _releases_gil(self, Py_ssize_t n) noexcept:
-        # Releasing and retaking the GIL costs about as much as a one-sample
-        # pass of a tiny network; below GIL_MIN_WORK the pass is over before
-        # another thread could have used it (NumPy's ufunc loops do the same).
-        # For sgd_step, n = 1 counts one sweep over the parameters.
+        # Below GIL_MIN_WORK the pass is over before another thread could use
+        # the GIL (NumPy's ufunc loops decide alike). For sgd_step, n = 1
+        # counts one sweep over the parameters.
         return n >= self._gil_min_batch
 
     cdef object _detached(self, cnp.ndarray M):
@@ -1443,36 +499,19 @@ cdef class Engine:
     # -- the kernels on this engine's buffers (GIL not needed, lock held) --------
 
     cdef void _forward_kept(self, Py_ssize_t n, bint keep_logits) noexcept nogil:
-        if self._double:
-            _forward(self._sizes, self._codes, n, self._p64, self._A64, self._Z64, keep_logits)
-        else:
-            _forward(self._sizes, self._codes, n, self._p32, self._A32, self._Z32, keep_logits)
+        self._views.forward_pass(n, keep_logits, False)
 
     cdef void _forward_predict(self, Py_ssize_t n) noexcept nogil:
-        if self._double:
-            _forward(self._sizes, self._codes, n, self._p64, self._P64, self._Z64, False)
-        else:
-            _forward(self._sizes, self._codes, n, self._p32, self._P32, self._Z32, False)
+        self._views.forward_pass(n, False, True)
 
     cdef double _backward_pass(self, Py_ssize_t n, int code) noexcept nogil:
-        if self._double:
-            return _loss_and_backward(self._sizes, self._codes, n, self._p64, self._g64,
-                                      self._A64, self._D64, self._Z64, self._Y64, code)
-        return _loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                  self._A32, self._D32, self._Z32, self._Y32, code)
+        return self._views.backward_pass(n, code)
 
     cdef void _sgd_pass(self, double step) noexcept nogil:
-        if self._double:
-            _sgd_by_layer(self._sizes, self._p64, self._g64, step)
-        else:
-            _sgd_by_layer(self._sizes, self._p32, self._g32, <float>step)
+        self._views.sgd_pass(step)
 
     cdef double _train_pass(self, Py_ssize_t n, int code, double step) noexcept nogil:
-        if self._double:
-            return _train_step(self._sizes, self._codes, n, self._p64, self._g64,
-                               self._A64, self._D64, self._Z64, self._Y64, code, step)
-        return _train_step(self._sizes, self._codes, n, self._p32, self._g32,
-                           self._A32, self._D32, self._Z32, self._Y32, code, <float>step)
+        return self._views.train(n, code, step)
 
     # -- passes -----------------------------------------------------------------
 
@@ -1503,11 +542,7 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if _overlaps(out, self._activations):
-                    # The pass would overwrite the activations it keeps for backward.
-                    raise ValueError("out must not share memory with the network's activations "
-                                     "(forward keeps them for backward); use predict, or "
-                                     "another array")
+                _refuse_overlap_with_kept(out, self._activations)
                 self._load_batch(X, None, n)
                 if self._releases_gil(n):
                     with nogil:
@@ -1602,12 +637,7 @@ cdef class Engine:
 
     cdef double _weighted_backward_pass(self, Py_ssize_t n, int code,
                                         const double[::1] w) noexcept nogil:
-        if self._double:
-            return _weighted_loss_and_backward(self._sizes, self._codes, n, self._p64,
-                                               self._g64, self._A64, self._D64, self._Z64,
-                                               self._Y64, w, code)
-        return _weighted_loss_and_backward(self._sizes, self._codes, n, self._p32, self._g32,
-                                           self._A32, self._D32, self._Z32, self._Y32, w, code)
+        return self._views.weighted_backward_pass(n, code, w)
 
     cdef object _step(self, X, Y, loss, double step, bint update, weights=None):
         """The one door of train_step, loss_and_grads and weighted_loss_and_grads:
@@ -1713,33 +743,13 @@ cdef class Engine:
         rows of Y (n_rows, n_out); ValueError if the arrays do not hold a CSR
         matrix of n_in columns. Lock held, the work buffers sized for m."""
         cdef Py_ssize_t nnz = cnp.PyArray_DIM(data, 0)
-        cdef Py_ssize_t need = _csr_batch_nonzeros(indptr, order, start, start + m, m, nnz)
+        cdef Py_ssize_t need = csr_batch_nonzeros(indptr, order, start, start + m, m, nnz)
         cdef bint ok
-        cdef const double[::1] d64
-        cdef const float[::1] d32
-        cdef const int[::1] ind = indices
-        cdef const Py_ssize_t[::1] ptr = indptr
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
         if need < 0:
             raise ValueError(f"X's row pointers (indptr) must not fall, and lie within [0, {nnz}] "
                              "(its stored entries)")
         b.reserve(self.dtype, need, m)
-        if self._double:
-            d64 = data
-            with nogil:
-                ok = _gather_csr(d64, ind, ptr, rows, start, m, self._n_in, b.d64, b.ind, b.ptr)
-            if ok and Y is not None:
-                Y64 = Y
-                ok = _gather_rows(Y64, rows, start, m, (self._P64 if predict else self._Y64))
-        else:
-            d32 = data
-            with nogil:
-                ok = _gather_csr(d32, ind, ptr, rows, start, m, self._n_in, b.d32, b.ind, b.ptr)
-            if ok and Y is not None:
-                Y32 = Y
-                ok = _gather_rows(Y32, rows, start, m, (self._P32 if predict else self._Y32))
+        ok = self._passes.gather(b, data, indices, indptr, order, start, m, Y, predict)
         if not ok:
             raise ValueError(f"X's column indices must lie in [0, {self._n_in}) and its row "
                              "pointers (indptr) must not fall (nor change during the call)")
@@ -1753,30 +763,12 @@ cdef class Engine:
         without the GIL for a pass big enough."""
         cdef bint weighted = w is not None
         cdef double value
-        cdef double[::1] d64 = b.d64
-        cdef float[::1] d32 = b.d32
-        cdef int[::1] ind = b.ind
-        cdef Py_ssize_t[::1] ptr = b.ptr
         if self._releases_gil(n):
             with nogil:
-                value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
-                                            predict)
+                value = self._passes.sparse(n, code, step, mode, w, weighted, b, predict)
         else:
-            value = self._sparse_kernel(n, code, step, mode, w, weighted, d64, d32, ind, ptr,
-                                        predict)
+            value = self._passes.sparse(n, code, step, mode, w, weighted, b, predict)
         return value
-
-    cdef double _sparse_kernel(self, Py_ssize_t n, int code, double step, int mode,
-                               const double[::1] w, bint weighted, double[::1] d64,
-                               float[::1] d32, int[::1] ind, Py_ssize_t[::1] ptr,
-                               bint predict) noexcept nogil:
-        if self._double:
-            return _sparse_pass(self._sizes, self._codes, n, self._p64, self._g64,
-                                self._P64 if predict else self._A64, self._D64, self._Z64,
-                                self._Y64, w, weighted, code, mode, step, d64, ind, ptr)
-        return _sparse_pass(self._sizes, self._codes, n, self._p32, self._g32,
-                            self._P32 if predict else self._A32, self._D32, self._Z32,
-                            self._Y32, w, weighted, code, mode, <float>step, d32, ind, ptr)
 
     def sparse_forward(self, data, indices, indptr, out=None, *, bint keep=True):
         """forward on a CSR batch: data, indices (int32) and indptr (intp) of
@@ -1798,10 +790,7 @@ cdef class Engine:
         self._acquire()
         try:
             if keep:
-                if _overlaps(out, self._storage):
-                    raise ValueError("out must not share memory with the network's activations "
-                                     "(forward keeps them for backward); use predict, or "
-                                     "another array")
+                _refuse_overlap_with_kept(out, self._storage)
                 if n != self.batch_size or not self._sparse_layout:
                     self._resize(n, True)
                 self.has_forward = False
@@ -1849,7 +838,7 @@ cdef class Engine:
         if start < 0 or count < 1 or start > n_rows - count:
             raise ValueError(f"the batch must be at least one of X's {n_rows} rows, got rows "
                              f"from {start}, {count} of them")
-        order = _check_order(order, n_rows)
+        order = check_order(order, n_rows)
         Y = self._load_targets(Y, n_rows, False, code)
         Y = np.asarray(Y).reshape(n_rows, self._n_out)
         if weights is not None:
@@ -1899,8 +888,8 @@ cdef class Engine:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n_batches = n // batch_size + (n % batch_size != 0)
-        order = _check_order(order, n)
-        _check_losses(losses, n_batches)
+        order = check_order(order, n)
+        check_losses(losses, n_batches)
         losses = np.asarray(losses)
         out = losses
         self._acquire()
@@ -1915,7 +904,7 @@ cdef class Engine:
             if (_overlaps(losses, data) or _overlaps(losses, Y) or _overlaps(losses, order)
                     or _overlaps(losses, indices) or _overlaps(losses, indptr)):
                 raise ValueError("losses must not share memory with X, Y or order")
-            need = _csr_batch_nonzeros(indptr, order, 0, n, batch_size, cnp.PyArray_DIM(data, 0))
+            need = csr_batch_nonzeros(indptr, order, 0, n, batch_size, cnp.PyArray_DIM(data, 0))
             if need < 0:
                 raise ValueError("X's row pointers (indptr) must not fall, and lie within "
                                  f"[0, {cnp.PyArray_DIM(data, 0)}] (its stored entries)")
@@ -1944,38 +933,13 @@ cdef class Engine:
     cdef Py_ssize_t _sparse_epoch_pass(self, data, indices, indptr, Y, order,
                                        Py_ssize_t batch_size, int code, bint train, double step,
                                        double[::1] out, bint* bad_row) except -1:
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const int[::1] ind = indices
         cdef const Py_ssize_t[::1] ptr = indptr
-        cdef const double[::1] d64
-        cdef const float[::1] d32
-        cdef const double[:, ::1] Y64
-        cdef const float[:, ::1] Y32
-        cdef double[::1] S64
-        cdef float[::1] S32
-        cdef _CSRBuffer b = self._kept_csr
         cdef bint release = self._releases_gil(cnp.PyArray_DIM(Y, 0))
         if cnp.PyArray_DIM(Y, 1) != self._n_out or cnp.PyArray_DIM(Y, 0) != ptr.shape[0] - 1:
             raise ValueError("X and Y changed shape while the epoch was starting")
-        if self._double:
-            d64, Y64, S64 = data, Y, self._storage
-            if release:
-                with nogil:
-                    return _sparse_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                                         d64, ind, ptr, Y64, rows, batch_size, code, train, step,
-                                         out, b.d64, b.ind, b.ptr, bad_row)
-            return _sparse_epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                                 d64, ind, ptr, Y64, rows, batch_size, code, train, step,
-                                 out, b.d64, b.ind, b.ptr, bad_row)
-        d32, Y32, S32 = data, Y, self._storage
-        if release:
-            with nogil:
-                return _sparse_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                                     d32, ind, ptr, Y32, rows, batch_size, code, train,
-                                     <float>step, out, b.d32, b.ind, b.ptr, bad_row)
-        return _sparse_epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                             d32, ind, ptr, Y32, rows, batch_size, code, train, <float>step,
-                             out, b.d32, b.ind, b.ptr, bad_row)
+        return self._passes.run_sparse_epoch(data, indices, indptr, Y, order, self._storage,
+                                             batch_size, code, train, step, out, bad_row, release,
+                                             self._kept_csr)
 
     def sparse_predicts_finite(self, data, indices, indptr, Py_ssize_t batch_size):
         """predicts_finite for a CSR data set (see sparse_forward), batch_size
@@ -1994,10 +958,7 @@ cdef class Engine:
                 self._gather(self._predict_csr, data, indices, indptr, _IN_ORDER, start, m, None,
                              True)
                 self._run_sparse_pass(m, 0, 0.0, PREDICT, None, self._predict_csr, True)
-                if self._double:
-                    if not _all_finite(self._P64[m * (width - k):m * width]):
-                        return False
-                elif not _all_finite(self._P32[m * (width - k):m * width]):
+                if not self._views.outputs_finite(m * (width - k), m * width):
                     return False
         finally:
             self._release()
@@ -2056,8 +1017,8 @@ cdef class Engine:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n_batches = n // batch_size + (n % batch_size != 0)
-        order = _check_order(order, n)
-        _check_losses(losses, n_batches)
+        order = check_order(order, n)
+        check_losses(losses, n_batches)
         losses = np.asarray(losses)
         out = losses
         self._acquire()
@@ -2097,8 +1058,6 @@ cdef class Engine:
         """
         cdef Py_ssize_t n
         cdef bint finite
-        cdef const double[:, ::1] X64
-        cdef const float[:, ::1] X32
         X = self._data_set(X, "X", 0, self._n_in, False)
         n = cnp.PyArray_DIM(X, 0)
         if batch_size < 1:
@@ -2110,16 +1069,7 @@ cdef class Engine:
         try:
             if batch_size != self._predict_size or self._predict_sparse:
                 self._resize_predict(batch_size)
-            if self._double:
-                X64 = X
-                with nogil:
-                    finite = _predictions_finite(self._sizes, self._codes, self._p64, self._P64,
-                                                 self._Z64, X64, batch_size)
-            else:
-                X32 = X
-                with nogil:
-                    finite = _predictions_finite(self._sizes, self._codes, self._p32, self._P32,
-                                                 self._Z32, X32, batch_size)
+            finite = self._passes.all_predictions_finite(X, batch_size)
         finally:
             self._release()
         return finite
@@ -2207,9 +1157,7 @@ cdef class Engine:
         return squares
 
     cdef double _weight_penalty_pass(self, double scale) noexcept nogil:
-        if self._double:
-            return _add_weight_penalty(self._sizes, self._p64, self._g64, scale)
-        return _add_weight_penalty(self._sizes, self._p32, self._g32, <float>scale)
+        return self._views.weight_penalty(scale)
 
     def params_finite(self):
         """Whether every parameter is finite (no NaN, no infinity): one compiled pass."""
@@ -2226,9 +1174,7 @@ cdef class Engine:
         return finite
 
     cdef bint _params_finite(self) noexcept nogil:
-        if self._double:
-            return _all_finite(self._p64)
-        return _all_finite(self._p32)
+        return self._views.params_finite()
 
     cdef object _data_set(self, object M, str name, Py_ssize_t n, Py_ssize_t width,
                           bint is_targets):
@@ -2256,41 +1202,9 @@ cdef class Engine:
 
     cdef Py_ssize_t _epoch_pass(self, X, Y, order, Py_ssize_t batch_size, int code, bint train,
                                 double step, double[::1] out, bint* bad_row) except -1:
-        """_epoch on this engine's buffers, without the GIL if the epoch is big enough."""
-        cdef const Py_ssize_t[::1] rows = order
-        cdef const double[:, ::1] X64, Y64
-        cdef const float[:, ::1] X32, Y32
-        cdef double[::1] S64
-        cdef float[::1] S32
-        cdef bint release = self._releases_gil(cnp.PyArray_DIM(X, 0))
-        if self._double:
-            X64, Y64, S64 = X, Y, self._storage
-            _check_epoch_views(X64, Y64, rows, self._n_in, self._n_out)
-            if release:
-                with nogil:
-                    return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                                  X64, Y64, rows, batch_size, code, train, step, out, bad_row)
-            return _epoch(self._sizes, self._codes, self._p64, self._g64, S64,
-                          X64, Y64, rows, batch_size, code, train, step, out, bad_row)
-        X32, Y32, S32 = X, Y, self._storage
-        _check_epoch_views(X32, Y32, rows, self._n_in, self._n_out)
-        if release:
-            with nogil:
-                return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                              X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
-        return _epoch(self._sizes, self._codes, self._p32, self._g32, S32,
-                      X32, Y32, rows, batch_size, code, train, <float>step, out, bad_row)
-
-
-cdef int _check_epoch_views(const floating[:, ::1] X, const floating[:, ::1] Y,
-                            const Py_ssize_t[::1] order, Py_ssize_t n_in,
-                            Py_ssize_t n_out) except -1:
-    """The shapes _epoch indexes by, read from the buffers themselves: the
-    arrays checked before the lock was taken may have been reshaped since."""
-    if (X.shape[1] != n_in or Y.shape[1] != n_out or Y.shape[0] != X.shape[0]
-            or (order.shape[0] != 0 and order.shape[0] != X.shape[0])):
-        raise ValueError("X, Y and order changed shape while the epoch was starting")
-    return 0
+        """epoch on this engine's buffers, without the GIL if the epoch is big enough."""
+        return self._passes.run_epoch(X, Y, order, self._storage, batch_size, code, train, step,
+                                      out, bad_row, self._releases_gil(cnp.PyArray_DIM(X, 0)))
 
 
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
@@ -2305,6 +1219,14 @@ cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
     return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
 
 
+cdef int _refuse_overlap_with_kept(cnp.ndarray out, cnp.ndarray kept) except -1:
+    # A kept pass would overwrite the activations it keeps for backward.
+    if _overlaps(out, kept):
+        raise ValueError("out must not share memory with the network's activations "
+                         "(forward keeps them for backward); use predict, or another array")
+    return 0
+
+
 cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
     """out <- the closing block of buffer: A^(L) ends the activation buffer."""
     cdef Py_ssize_t size = cnp.PyArray_NBYTES(out)
@@ -2312,154 +1234,9 @@ cdef inline void _copy_out(cnp.ndarray buffer, cnp.ndarray out) noexcept:
            size)
 
 
-cdef double TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
-
-
-def shuffled_order(cnp.ndarray order, rng):
-    """OUT order: a random permutation of 0 .. n-1, drawn from rng.
-
-    rng is a ``numpy.random.Generator``, and gives one number:
-    ``s = rng.integers(2**64, dtype=numpy.uint64)``. SplitMix64 spreads s
-    into the state of a xoshiro256** generator (Blackman and Vigna's
-    recommended seeding), whose outputs x give the uniforms
-    u = (x >> 11) 2^-53, and the inside-out Fisher-Yates shuffle takes one
-    each: for i = 0, 1, ..., n - 1, with j = min(floor(u * (i + 1)), i),
-    ``order[i] = order[j]`` then ``order[j] = i``. NumPy's own generators cost
-    three times as much per uniform, which was most of what shuffling added
-    to an epoch of a small network. order is a writable C-contiguous intp
-    array.
-    """
-    if not (cnp.PyArray_TYPE(order) == cnp.NPY_INTP and order.ndim == 1
-            and cnp.PyArray_IS_C_CONTIGUOUS(order) and cnp.PyArray_ISWRITEABLE(order)):
-        raise ValueError("order must be a writable 1-D C-contiguous intp array")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    bit_generator = rng.bit_generator
-    cdef bitgen_t* bitgen = <bitgen_t*>PyCapsule_GetPointer(bit_generator.capsule,
-                                                            "BitGenerator")
-    cdef uint64_t seed
-    cdef uint64_t state[4]
-    cdef Py_ssize_t[::1] out = order
-    cdef Py_ssize_t i, j, n = out.shape[0]
-    with bit_generator.lock:   # the lock every Generator method takes
-        seed = bitgen.next_uint64(bitgen.state)   # what integers(2**64) draws
-    with nogil:
-        for i in range(4):
-            state[i] = _splitmix64(&seed)
-        for i in range(n):
-            j = <Py_ssize_t>(<double>(_xoshiro256starstar(state) >> 11) * TWO_TO_MINUS_53
-                             * <double>(i + 1))
-            if j > i:   # never: u <= 1 - 2^-53 keeps u (i + 1) below i + 1; but
-                j = i   # an index past i would write outside order
-            out[i] = out[j]
-            out[j] = i
-
-
-cdef inline uint64_t _splitmix64(uint64_t* x) noexcept nogil:
-    """The next output of SplitMix64 from state x (Steele, Lea and Flood)."""
-    cdef uint64_t z
-    x[0] += 0x9E3779B97F4A7C15ULL
-    z = x[0]
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
-    return (x << k) | (x >> (64 - k))
-
-
-cdef inline uint64_t _xoshiro256starstar(uint64_t* s) noexcept nogil:
-    """The next output of xoshiro256** from state s (Blackman and Vigna)."""
-    cdef uint64_t result = _rotl(s[1] * 5, 7) * 9
-    cdef uint64_t t = s[1] << 17
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-# ---------------------------------------------------------------------------
-# The variants of the vector kernels (see _vector_kernels.h and _vector_dispatch.c)
-# ---------------------------------------------------------------------------
-
-def vector_variants():
-    """The variants of the vector kernels this processor runs, narrowest first.
-
-    Import uses the last, the widest.
-    """
-    return [cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)
-            if cmlp_variant_runs(v)]
-
-
-def vector_variant():
-    """The name of the variant of the vector kernels in use."""
-    return cmlp_active.name.decode()
-
-
-def _use_vector_variant(str name):
-    """Run the vector kernels of variant ``name``; return the name of the
-    variant in use before.
-
-    For the tests, which compare the variants, and the benchmarks; not for
-    use while other threads are in the kernels.
-    """
-    cdef int v
-    previous = vector_variant()
-    for v in range(CMLP_N_VARIANTS):
-        if cmlp_variant_runs(v) and cmlp_variants[v].name.decode() == name:
-            cmlp_use_variant(v)
-            return previous
-    raise ValueError(f"this processor runs the variants {vector_variants()}, not {name!r}")
-
-
-def blas_min_work():
-    """Products of fewer multiply-adds than this go to the small-product kernel."""
-    return BLAS_MIN_WORK
-
-
 def gil_release_min_work():
     """Passes of at least this many multiply-adds release the GIL while they compute."""
     return GIL_MIN_WORK
-
-
-def _set_blas_min_work(Py_ssize_t blas_min_work):
-    """Set BLAS_MIN_WORK; return the previous value.
-
-    For benchmarks/blas_threshold.py, which measures where BLAS starts to pay,
-    and the tests, which send every product one way; not for use while other
-    threads are in the kernels.
-    """
-    global BLAS_MIN_WORK
-    previous = BLAS_MIN_WORK
-    BLAS_MIN_WORK = blas_min_work
-    return previous
-
-
-# The variant CMLP_VECTOR_VARIANT asked for when cmlp was imported ("" if none):
-# read once, so that what reports it (cmlp.show_config) and what acted on it agree.
-VARIANT_ASKED_AT_IMPORT = os.environ.get("CMLP_VECTOR_VARIANT", "")
-
-
-def _variant_at_import():
-    """The widest variant the processor runs, or the one CMLP_VECTOR_VARIANT
-    names, which must be one the processor runs."""
-    runs = vector_variants()
-    asked = VARIANT_ASKED_AT_IMPORT
-    if not asked:
-        return runs[len(runs) - 1]  # wraparound is off in this module
-    if asked not in runs:
-        built = [cmlp_variants[v].name.decode() for v in range(CMLP_N_VARIANTS)]
-        why = "this processor does not run it" if asked in built else f"cmlp has the variants {built}"
-        raise RuntimeError(f"CMLP_VECTOR_VARIANT={asked!r} cannot be used: {why}; "
-                           f"this processor runs {runs}")
-    return asked
-
-
-_use_vector_variant(_variant_at_import())
 
 
 cdef str _name(int code):

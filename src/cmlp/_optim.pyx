@@ -26,6 +26,7 @@ from libc.math cimport pow, sqrt
 cimport numpy as cnp
 import numpy as np
 
+from cmlp._maths cimport descend, sgd_entries
 from cmlp._validation import as_real_array, check_learning_rate
 
 cnp.import_array()
@@ -46,10 +47,15 @@ cdef void _sgd_update(floating[::1] params, const floating[::1] grads, floating[
         buf = momentum * buf + (1 - dampening) * g   after it
         g = g + momentum * buf  (Nesterov)  or  g = buf
         p = p - lr * g
-    keep is 1 - dampening; with momentum 0 the buffer is not touched.
+    keep is 1 - dampening; with momentum 0 the buffer is not touched, and
+    with no weight decay either, the update is _maths' plain SGD pass.
     """
     cdef Py_ssize_t i
     cdef floating g, b, p
+    if momentum == 0 and weight_decay == 0:
+        if params.shape[0] > 0:
+            sgd_entries(&params[0], &grads[0], lr, params.shape[0])
+        return
     for i in range(params.shape[0]):
         p = params[i]
         g = grads[i]
@@ -62,7 +68,7 @@ cdef void _sgd_update(floating[::1] params, const floating[::1] grads, floating[
                 b = buf[i] * momentum + keep * g
             buf[i] = b
             g = g + momentum * b if nesterov else b
-        params[i] = p - lr * g
+        params[i] = descend(p, lr, g)
 
 
 cdef inline floating _lerp(floating start, floating end, floating weight) noexcept nogil:

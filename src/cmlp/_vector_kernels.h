@@ -8,7 +8,7 @@
    then includes that body: _vector_baseline.c (SSE2 on x86-64, the wheel's
    baseline; every other processor and compiler), _vector_avx2.c and
    _vector_avx512.c (AVX-512 F, VL, DQ, BW), the last two on x86 with GCC or
-   Clang only. _vector_dispatch.c holds the table of variants. _kernels.pyx
+   Clang only. _vector_dispatch.c holds the table of variants. _maths.pyx
    calls a kernel through the table, cmlp_active->small_gemm_d(...), after it
    has checked every shape and pointer.
 
@@ -60,7 +60,7 @@ typedef ptrdiff_t cmlp_ssize_t;
    (the one Java's StrictMath and FreeBSD use, error below 1 ulp), with its
    final division folded into the sigmoid's own; in float, Cephes' expf, in
    float lanes. An entry beyond their range, or a NaN, takes the scalar libm
-   route in _kernels.pyx instead.
+   route in _maths.pyx instead.
    ------------------------------------------------------------------------ */
 
 /* e^x for -707 <= x <= 0, as fdlibm reduces it: x = k ln 2 + r with

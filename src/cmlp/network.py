@@ -4,7 +4,7 @@
 architecture, initialises the parameters, and exposes the flat ``params`` and
 ``grads`` buffers as per-layer views named as in PyTorch. The passes themselves
 (``forward``, ``backward``, ``sgd_step``, ``train_step``, ``predict``) run in
-compiled code; see the ``_kernels`` module for the layout of the buffers.
+compiled code; see the ``_maths`` module for the layout of the buffers.
 """
 from __future__ import annotations
 
