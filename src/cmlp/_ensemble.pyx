@@ -330,8 +330,8 @@ cdef void _totals(const double[:, ::1] losses, const Py_ssize_t[::1] ran, Py_ssi
         totals[k] = total
 
 
-cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1] params, floating[:, ::1] grads,
-                        floating[:, ::1] storage, const floating[:, :, ::1] X,
+cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1] params,
+                        floating[:, ::1] grads, floating[:, ::1] storage, const floating[:, :, ::1] X,
                         const floating[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
                         Py_ssize_t batch_size, const double[::1] lr, bint train_pass,
                         double[:, ::1] losses, Py_ssize_t[::1] ran, int n_threads) except *:
@@ -340,8 +340,8 @@ cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1]
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
             ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
-                            order[k], batch_size, loss, train_pass, <floating>lr[k],
-                            losses[k], <bint*>&bad[k])
+                           order[k], batch_size, loss, train_pass, <floating>lr[k],
+                           losses[k], <bint*>&bad[k])
     if np.asarray(bad).any():
         raise RuntimeError("order was changed during the call: an index left [0, n)")
 
