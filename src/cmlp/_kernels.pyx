@@ -873,15 +873,9 @@ cdef class Engine:
         return self._run_sparse_epoch(data, indices, indptr, Y, None, batch_size, loss, False,
                                       0.0, losses)
 
-    cdef object _run_sparse_epoch(self, data, indices, indptr, Y, order, Py_ssize_t batch_size,
-                                  loss, bint train, double step, losses):
-        cdef int code = self._loss_code(loss)
-        cdef Py_ssize_t n, n_batches, ran, last, batch, need
-        cdef bint bad_row = False
-        cdef double[::1] out
-        cdef double total = 0
-        data, indices, indptr = self._csr(data, indices, indptr)
-        n = cnp.PyArray_DIM(indptr, 0) - 1
+    cdef object _epoch_arguments(self, Py_ssize_t n, Y, order, Py_ssize_t batch_size, losses):
+        """An epoch's arguments over n samples, checked: (Y, order, losses)."""
+        cdef Py_ssize_t n_batches
         if n == 0:
             raise ValueError("X holds no samples: an epoch needs at least one")
         Y = self._data_set(Y, "Y", n, self._n_out, True)
@@ -890,17 +884,32 @@ cdef class Engine:
         n_batches = n // batch_size + (n % batch_size != 0)
         order = check_order(order, n)
         check_losses(losses, n_batches)
-        losses = np.asarray(losses)
+        return Y, order, np.asarray(losses)
+
+    cdef int _refuse_shared_memory(self, X, Y, losses) except -1:
+        """ValueError if an epoch's data shares memory with the model's own buffers."""
+        for given in (X, Y, losses):
+            for buffer in (self._storage, self._params, self._grads):
+                if _overlaps(given, buffer):
+                    raise ValueError("X, Y and losses must not share memory with the "
+                                     "network's parameters, gradients or work buffers")
+        return 0
+
+    cdef object _run_sparse_epoch(self, data, indices, indptr, Y, order, Py_ssize_t batch_size,
+                                  loss, bint train, double step, losses):
+        cdef int code = self._loss_code(loss)
+        cdef Py_ssize_t n, ran, last, need
+        cdef bint bad_row = False
+        cdef double[::1] out
+        data, indices, indptr = self._csr(data, indices, indptr)
+        n = cnp.PyArray_DIM(indptr, 0) - 1
+        Y, order, losses = self._epoch_arguments(n, Y, order, batch_size, losses)
         out = losses
         self._acquire()
         try:
             if min(batch_size, n) != self.batch_size or not self._sparse_layout:
                 self._resize(min(batch_size, n), True)
-            for given in (data, Y, losses):
-                for buffer in (self._storage, self._params, self._grads):
-                    if _overlaps(given, buffer):
-                        raise ValueError("X, Y and losses must not share memory with the "
-                                         "network's parameters, gradients or work buffers")
+            self._refuse_shared_memory(data, Y, losses)
             if (_overlaps(losses, data) or _overlaps(losses, Y) or _overlaps(losses, order)
                     or _overlaps(losses, indices) or _overlaps(losses, indptr)):
                 raise ValueError("losses must not share memory with X, Y or order")
@@ -926,9 +935,7 @@ cdef class Engine:
             raise ValueError(f"X's column indices must lie in [0, {self._n_in}) and its row "
                              f"pointers must not fall, nor X or order change during the epoch; "
                              f"{ran} batches had run")
-        for batch in range(ran):
-            total += out[batch] * <double>min(batch_size, n - batch * batch_size)
-        return ran, total
+        return ran, _epoch_total(out, ran, n, batch_size)
 
     cdef Py_ssize_t _sparse_epoch_pass(self, data, indices, indptr, Y, order,
                                        Py_ssize_t batch_size, int code, bint train, double step,
@@ -1005,31 +1012,18 @@ cdef class Engine:
                            double step, losses):
         """The checked door of train_epoch and evaluate: (batches run, total)."""
         cdef int code = self._loss_code(loss)
-        cdef Py_ssize_t n, n_batches, ran, last, batch
+        cdef Py_ssize_t n, ran, last
         cdef bint bad_row = False
         cdef double[::1] out
-        cdef double total = 0
         X = self._data_set(X, "X", 0, self._n_in, False)
         n = cnp.PyArray_DIM(X, 0)
-        if n == 0:
-            raise ValueError("X holds no samples: an epoch needs at least one")
-        Y = self._data_set(Y, "Y", n, self._n_out, True)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n_batches = n // batch_size + (n % batch_size != 0)
-        order = check_order(order, n)
-        check_losses(losses, n_batches)
-        losses = np.asarray(losses)
+        Y, order, losses = self._epoch_arguments(n, Y, order, batch_size, losses)
         out = losses
         self._acquire()
         try:
             if min(batch_size, n) != self.batch_size or self._sparse_layout:
                 self._resize(min(batch_size, n))
-            for given in (X, Y, losses):
-                for buffer in (self._storage, self._params, self._grads):
-                    if _overlaps(given, buffer):
-                        raise ValueError("X, Y and losses must not share memory with the "
-                                         "network's parameters, gradients or work buffers")
+            self._refuse_shared_memory(X, Y, losses)
             if _overlaps(losses, X) or _overlaps(losses, Y) or _overlaps(losses, order):
                 raise ValueError("losses must not share memory with X, Y or order")
             ran = self._epoch_pass(X, Y, order, batch_size, code, train, step, out, &bad_row)
@@ -1045,9 +1039,7 @@ cdef class Engine:
         if bad_row:
             raise RuntimeError(f"an index of order left [0, {n}) during the epoch (another "
                                f"thread wrote into it); {ran} batches had run")
-        for batch in range(ran):
-            total += out[batch] * <double>min(batch_size, n - batch * batch_size)
-        return ran, total
+        return ran, _epoch_total(out, ran, n, batch_size)
 
     def predicts_finite(self, X, Py_ssize_t batch_size):
         """Whether predict(X) is finite for every sample of X: one compiled call.
@@ -1210,6 +1202,16 @@ cdef class Engine:
 cdef inline void _copy_in(cnp.ndarray source, cnp.ndarray buffer) noexcept:
     """The opening block of buffer <- all of source (a checked, C-contiguous array)."""
     memcpy(cnp.PyArray_DATA(buffer), cnp.PyArray_DATA(source), cnp.PyArray_NBYTES(source))
+
+
+cdef double _epoch_total(const double[::1] losses, Py_ssize_t ran, Py_ssize_t n,
+                         Py_ssize_t batch_size) noexcept:
+    """The sum of the first ran batches' losses, each times its batch's size."""
+    cdef double total = 0
+    cdef Py_ssize_t batch
+    for batch in range(ran):
+        total += losses[batch] * <double>min(batch_size, n - batch * batch_size)
+    return total
 
 
 cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
