@@ -103,11 +103,10 @@ def test_sample_weight_is_checked():
 def test_alpha_is_scikit_learns_penalty_on_the_weights_only():
     net, X, Y = random_problem(2, "mse", "identity", max_width=8)
     alpha, w = 0.3, np.random.default_rng(0).uniform(0.5, 2, size=X.shape[0])
-    penalty = cmlp.training._WeightPenalty(net, alpha)
 
     def objective():
         value = weighted_loss(net, X, Y, w, "mse")
-        return value + penalty.add_to_grads(w.sum())
+        return value + net._add_weight_penalty(alpha, w.sum())
 
     value = objective()
     squares = sum(float((W ** 2).sum()) for W in net.weights)

@@ -365,7 +365,7 @@ class MLPEnsemble:
     def _loss_code(self, loss):
         code = self._loss_codes.get(loss) if isinstance(loss, str) else None
         if code is None:
-            self._prototype._engine.check_loss(loss)
+            self._prototype._check_loss(loss)
             code = self._loss_codes[loss] = LOSSES[loss]
         return code
 

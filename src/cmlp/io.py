@@ -45,7 +45,7 @@ def load(path: str | bytes | os.PathLike | BinaryIO) -> MLP:
     """
     sizes, activation, params = read(path)
     net = MLP(sizes, activation=activation, dtype=params.dtype.newbyteorder("="))
-    net._engine.restore(np.ascontiguousarray(params, dtype=net.dtype))
+    net._restore_params(np.ascontiguousarray(params, dtype=net.dtype))
     return net
 
 

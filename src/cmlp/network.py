@@ -4,10 +4,13 @@
 architecture, initialises the parameters, and exposes the flat ``params`` and
 ``grads`` buffers as per-layer views named as in PyTorch. The passes themselves
 (``forward``, ``backward``, ``sgd_step``, ``train_step``, ``predict``) run in
-compiled code; see the ``_maths`` module for the layout of the buffers.
+compiled code; see the ``_maths`` module for the layout of the buffers. This
+is the only module that touches the engine: ``fit``, the estimators and the
+files go through the model's private methods.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -313,6 +316,88 @@ class MLP:
         if type(X) is not np.ndarray and is_sparse(X):
             return self._engine.sparse_train_step(*self._sparse(X).parts, Y, lr, loss)
         return self._engine.train_step(X, Y, lr, loss)
+
+    # -- what fit, the estimators and io need: the engine's only doors ------------------
+
+    def _check_loss(self, loss: str) -> None:
+        """ValueError unless ``loss`` names a loss this output layer admits."""
+        self._engine.check_loss(loss)
+
+    def _buffer_views(self) -> tuple[FloatArray, FloatArray]:
+        """New 1-D views of (params, grads): :attr:`params` may have been reshaped."""
+        return self._engine.buffer_views()
+
+    def _snapshot_params(self, out: FloatArray | None = None) -> FloatArray:
+        """A copy of :attr:`params` taken in one step, into ``out`` if given."""
+        return self._engine.snapshot(out)
+
+    def _restore_params(self, values: FloatArray) -> None:
+        """``params <- values`` in one step (C-contiguous, the model's dtype)."""
+        self._engine.restore(values)
+
+    def _shares_memory(self, array: Any) -> bool:
+        """Whether ``array`` may share memory with the model's buffers."""
+        return self._engine.shares_memory(array)
+
+    def _params_finite(self) -> bool:
+        """Whether every parameter is finite."""
+        return self._engine.params_finite()
+
+    def _reserve_sparse(self, X: SparseSamples, batch_size: int) -> None:
+        """CSR buffers for the largest batch of ``X`` that any order makes."""
+        self._engine.reserve_sparse(X.most_nonzeros(batch_size), batch_size)
+
+    def _train_epoch(self, X, Y, order, batch_size, lr, loss, losses):
+        """Plain SGD over the batches (rows ``order`` or in turn) in one compiled
+        call, which stops after a non-finite batch loss. Fills ``losses``;
+        returns (batches run, sum of their losses times their sizes)."""
+        if isinstance(X, SparseSamples):
+            return self._engine.sparse_train_epoch(*X.parts, Y, order, batch_size, lr, loss,
+                                                   losses)
+        return self._engine.train_epoch(X, Y, order, batch_size, lr, loss, losses)
+
+    def _evaluate(self, X, Y, batch_size, loss, losses):
+        """The loss over a data set, in order, without gradients or an update;
+        fills and returns as :meth:`_train_epoch`."""
+        if isinstance(X, SparseSamples):
+            return self._engine.sparse_evaluate(*X.parts, Y, batch_size, loss, losses)
+        return self._engine.evaluate(X, Y, batch_size, loss, losses)
+
+    def _predicts_finite(self, X, batch_size):
+        """Whether :meth:`predict` on ``X``, batch by batch, gives finite numbers."""
+        if isinstance(X, SparseSamples):
+            return self._engine.sparse_predicts_finite(*X.parts, batch_size)
+        return self._engine.predicts_finite(X, batch_size)
+
+    def _loss_and_grads(self, X, Y, loss, w, m, alpha=0.0, order=None, start=0, step=None):
+        """(loss, the batch's weight) with :attr:`grads` filled, for ``m`` samples.
+
+        The loss is the ``w``-weighted mean (``w`` None: the mean), plus
+        :meth:`_add_weight_penalty` if ``alpha``. Sparse ``X`` is the whole data
+        set, the batch its rows ``order[start:start + m]`` (or from ``start``).
+        If the loss is finite, ``step()`` (an optimizer's update) then runs
+        holding the model's lock: other threads see it whole.
+        """
+        engine = self._engine
+        if isinstance(X, SparseSamples):
+            value = engine.sparse_loss_and_grads(*X.parts, Y, loss, w, order, start, m)
+            share = m if w is None else float(w.sum())
+        elif w is None:
+            value, share = engine.loss_and_grads(X, Y, loss), m
+        else:
+            value, share = engine.weighted_loss_and_grads(X, Y, w, loss), float(w.sum())
+        if alpha > 0 and share > 0:
+            value += self._add_weight_penalty(alpha, share)
+        if step is not None and math.isfinite(value):
+            engine.locked(step)
+        return value, share
+
+    def _add_weight_penalty(self, alpha: float, m: float) -> float:
+        """scikit-learn's ``alpha / 2 * sum(W**2) / m`` on the weights only: its
+        gradient added into :attr:`grads` in one compiled pass; returns it
+        (infinite when the weights overflow)."""
+        scale = alpha / m
+        return 0.5 * scale * self._engine.add_weight_penalty(scale)
 
     # -- training and persistence ---------------------------------------------------
 

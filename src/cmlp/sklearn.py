@@ -336,7 +336,7 @@ class _MLPEstimator(BaseEstimator):
                 self._record(error.history, optimizer)
             raise
         if held_out is not None:
-            self.net_._engine.restore(held_out.best_params)   # one step, as fit restores
+            self.net_._restore_params(held_out.best_params)   # one step, as fit restores
         self._record(history, optimizer)
         if not incremental and history.stop_reason is None:
             warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached "
@@ -460,7 +460,7 @@ class _MLPEstimator(BaseEstimator):
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
         w_train, w_val = parts[4:] if sample_weight is not None else (None, None)
-        return _HeldOut(X_train, Y_train, w_train, X_val, Y_val, w_val, self.net_._engine.snapshot())
+        return _HeldOut(X_train, Y_train, w_train, X_val, Y_val, w_val, self.net_._snapshot_params())
 
     def _epoch_callback(self, optimizer, samples_per_epoch, held_out, stops):
         """scikit-learn's end of an epoch, as a callback of :meth:`cmlp.MLP.fit`.
@@ -510,7 +510,7 @@ class _MLPEstimator(BaseEstimator):
                                       else self._no_improvement_count + 1)
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
-            self.net_._engine.snapshot(held_out.best_params)
+            self.net_._snapshot_params(held_out.best_params)
 
     def _held_out_score(self, X_val, Y_val, w_val):
         """The estimator's ``score`` on the held-out set, from the encoded targets."""

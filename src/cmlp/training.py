@@ -1,19 +1,20 @@
 """The training loop of :class:`cmlp.MLP`: mini-batches, optimizers, history, early stopping.
 
-:func:`fit` loops over epochs in Python. With plain SGD (no momentum, no
-weight decay) an epoch is one compiled call, ``Engine.train_epoch``: the
-kernel gathers each batch's rows from ``X`` and ``Y`` straight into the work
-buffers and takes the step ``Engine.train_step`` would take, update fused into
-the backward pass. Any other optimizer loops over the batches in Python, two
-compiled calls each (``Engine.loss_and_grads``, then a step from
-:mod:`cmlp._optim`), over contiguous slices of one copy of the data filled by
-one gather per epoch when shuffling. Neither allocates anything per batch.
+:func:`fit` loops over epochs in Python; it reaches the compiled engine only
+through the model's private methods (``MLP._train_epoch``,
+``MLP._loss_and_grads``, ...). With plain SGD (no momentum, no weight decay)
+an epoch is one compiled call, ``MLP._train_epoch``: the kernel gathers each
+batch's rows from ``X`` and ``Y`` straight into the work buffers and takes the
+step :meth:`~cmlp.MLP.train_step` would take, update fused into the backward
+pass. Any other optimizer loops over the batches in Python, two compiled calls
+each (``MLP._loss_and_grads``, then a step from :mod:`cmlp._optim`), over
+contiguous slices of one copy of the data filled by one gather per epoch when
+shuffling. Neither allocates anything per batch.
 
 Sparse ``X`` (:class:`cmlp._validation.SparseSamples`, CSR) takes the same
-two routes through the engine's sparse doors (``sparse_train_epoch``,
-``sparse_loss_and_grads``): each batch's rows are gathered from the data set
-in place, through the shuffled order, into CSR buffers reserved once per fit;
-no copy of the data set is made, shuffled or not.
+two routes through the engine's sparse kernels: each batch's rows are gathered
+from the data set in place, through the shuffled order, into CSR buffers
+reserved once per fit; no copy of the data set is made, shuffled or not.
 
 Sample weights and scikit-learn's weight penalty (``alpha``) take the second
 route; ``optimizer="lbfgs"`` hands the whole data set, one compiled loss and
@@ -247,11 +248,9 @@ def fit(net: MLP, X: Samples, Y: ArrayLike, *, epochs: int = 1, batch_size: int 
     epoch to end; other optimizers hold it for one batch at a time, and keep
     one shuffled copy of ``X`` and ``Y`` when shuffling.
     """
-    # fit drives the compiled engine itself: a whole SGD epoch is one call.
-    engine = net._engine
     epochs = check_count("epochs", epochs, 0)
     batch_size = check_count("batch_size", batch_size, 1)
-    engine.check_loss(loss)
+    net._check_loss(loss)
     X, Y = _training_arrays(net, X, Y, loss, "")
     _warn_if_targets_unreachable(net, Y, loss)
     if validation_data is not None:
@@ -271,16 +270,16 @@ def fit(net: MLP, X: Samples, Y: ArrayLike, *, epochs: int = 1, batch_size: int 
     weights = _check_sample_weight(sample_weight, X.shape[0])
     alpha = _check_alpha(alpha)
     if isinstance(optimizer, LBFGS) or (isinstance(optimizer, str) and optimizer == "lbfgs"):
-        return _fit_lbfgs(net, engine, X, Y, loss, LBFGS() if isinstance(optimizer, str)
+        return _fit_lbfgs(net, X, Y, loss, LBFGS() if isinstance(optimizer, str)
                           else optimizer, epochs, weights, alpha, callbacks,
                           validation_data is None and early_stopping is None
                           and weight_decay == 0 and lr is None and momentum == 0 and not nesterov)
     opt = make_optimizer(net, optimizer, lr, momentum, nesterov, weight_decay)
     with _exclusive(net):
-        loop = _Loop(net, engine, X, Y, loss, opt, batch_size, shuffle,
-                     np.random.default_rng(seed), weights, alpha)
+        loop = _Loop(net, X, Y, loss, opt, batch_size, shuffle, np.random.default_rng(seed),
+                     weights, alpha)
         validation = (None if validation_data is None
-                      else _Validation(engine, X_val, Y_val, loss, loop.batch_size))
+                      else _Validation(net, X_val, Y_val, loss, loop.batch_size))
         return loop.run(epochs, validation, early_stopping, callbacks,
                         _Progress(epochs) if verbose else None)
 
@@ -290,16 +289,16 @@ def make_optimizer(net: MLP, optimizer: str | SGD | Adam, lr: float | None = Non
                    weight_decay: float = 0.0) -> SGD | Adam:
     """The optimizer :func:`fit` uses: one built by name, or the one given, checked."""
     if isinstance(optimizer, (SGD, Adam)):
-        params, grads = net._engine.buffer_views()
+        params, grads = net._buffer_views()
         if not (_same_buffer(optimizer.params, params) and _same_buffer(optimizer.grads, grads)):
             raise ValueError("the optimizer must be built over this network's params and grads")
         if lr is not None or momentum != 0 or nesterov or weight_decay != 0:
             raise ValueError("with an optimizer object, set lr, momentum, nesterov and "
                              "weight_decay on it rather than on fit")
         return optimizer
-    # Built over fresh views of the engine's own buffers: net.params may have
+    # Built over fresh views of the model's own buffers: net.params may have
     # been reshaped by its user, and that must change nothing fit computes.
-    params, grads = net._engine.buffer_views()
+    params, grads = net._buffer_views()
     if optimizer == "sgd":
         return SGD(params, grads, lr=DEFAULT_LR["sgd"] if lr is None else lr,
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
@@ -314,7 +313,7 @@ def make_optimizer(net: MLP, optimizer: str | SGD | Adam, lr: float | None = Non
 
 
 def _same_buffer(given, own):
-    """Whether an optimizer's buffer is all of one of the engine's (not a copy, not a part),
+    """Whether an optimizer's buffer is all of one of the model's (not a copy, not a part),
     judged from the base-class view: a subclass's attributes may lie."""
     given = np.asarray(given)
     return (given.__array_interface__["data"][0] == own.__array_interface__["data"][0]
@@ -328,9 +327,8 @@ def _same_buffer(given, own):
 class _Loop:
     """The buffers of one fit and the epoch loop over them."""
 
-    def __init__(self, net, engine, X, Y, loss, opt, batch_size, shuffle, rng, weights=None,
-                 alpha=0.0):
-        self.net, self.engine = net, engine
+    def __init__(self, net, X, Y, loss, opt, batch_size, shuffle, rng, weights=None, alpha=0.0):
+        self.net = net
         self.loss = loss
         self.opt = opt
         self.rng = rng
@@ -339,7 +337,7 @@ class _Loop:
         self.sparse = isinstance(X, SparseSamples)
         self.weights = weights
         self.total_weight = self.n if weights is None else float(weights.sum())
-        self.penalty = _WeightPenalty(net, alpha) if alpha > 0 else None
+        self.alpha = alpha
         self.batch_size = min(batch_size, self.n)   # a larger one means one batch of all
         self.n_batches = -(-self.n // self.batch_size)
         if shuffle:
@@ -349,10 +347,9 @@ class _Loop:
         # Plain SGD is fused into the backward pass, and its epoch is one
         # compiled call that gathers each batch from X and Y by itself.
         self.fused = (isinstance(opt, SGD) and opt.momentum == 0 and opt.weight_decay == 0
-                      and weights is None and self.penalty is None)
+                      and weights is None and alpha == 0)
         if self.sparse:
-            # The CSR buffers of the largest batch any order can make, once.
-            engine.reserve_sparse(X.most_nonzeros(self.batch_size), self.batch_size)
+            net._reserve_sparse(X, self.batch_size)   # once
         if self.fused:
             self.batch_losses = np.empty(self.n_batches)
         elif self.sparse:
@@ -379,12 +376,12 @@ class _Loop:
         # What a divergence restores: kept in buffers filled at each epoch's
         # start. A fused epoch leaves the optimizer's state as it was, so
         # there is none of it to keep.
-        self.params_at_epoch_start = engine.snapshot()   # allocated once, refilled each epoch
+        self.params_at_epoch_start = net._snapshot_params()   # allocated once, refilled each epoch
         self.opt_at_epoch_start = None if self.fused else opt.state_dict()
 
     def run(self, epochs, validation, patience, callbacks, progress):
         history = History()
-        best_params = self.engine.snapshot() if patience is not None else None
+        best_params = self.net._snapshot_params() if patience is not None else None
         since_best = 0
         epoch = None
         for epoch in range(epochs):
@@ -398,7 +395,7 @@ class _Loop:
             if patience is not None:
                 if history.best_epoch is None or history.val_loss[-1] < history.val_loss[history.best_epoch]:
                     history.best_epoch = epoch
-                    self.engine.snapshot(best_params)
+                    self.net._snapshot_params(best_params)
                     since_best = 0
                 else:
                     since_best += 1
@@ -411,7 +408,7 @@ class _Loop:
             if history.stop_reason is not None:
                 break
         if history.best_epoch is not None:
-            self.engine.restore(best_params)
+            self.net._restore_params(best_params)
         if progress is not None:
             progress.close()
         if epoch is not None:
@@ -422,11 +419,7 @@ class _Loop:
         """The last batch's update was never checked by a loss: a training call
         must not return parameters that predict NaN or infinity on the training
         set (finite but huge ones do). One compiled pass through predict's buffer."""
-        if self.sparse:
-            finite = self.engine.sparse_predicts_finite(*self.X.parts, self.batch_size)
-        else:
-            finite = self.engine.predicts_finite(self.X, self.batch_size)
-        if not finite:
+        if not self.net._predicts_finite(self.X, self.batch_size):
             self._undo_epoch(epoch, history, "the final parameters predict NaN or infinity "
                                              "on the training data")
 
@@ -448,7 +441,7 @@ class _Loop:
             total = self._fused_epoch(epoch, history)
         else:
             total = self._stepped_epoch(epoch, history)
-        if not self.engine.params_finite():
+        if not self.net._params_finite():
             self._diverged(epoch, self.n_batches - 1, "a parameter became NaN or infinite",
                            history)
         return total / self.total_weight
@@ -456,13 +449,8 @@ class _Loop:
     def _fused_epoch(self, epoch, history):
         """Plain SGD: the whole epoch in one compiled call; returns the sum of
         the batch losses, each weighted by its batch's size."""
-        if self.sparse:
-            ran, total = self.engine.sparse_train_epoch(*self.X.parts, self.Y, self.order,
-                                                        self.batch_size, self.opt.lr, self.loss,
-                                                        self.batch_losses)
-        else:
-            ran, total = self.engine.train_epoch(self.X, self.Y, self.order, self.batch_size,
-                                                 self.opt.lr, self.loss, self.batch_losses)
+        ran, total = self.net._train_epoch(self.X, self.Y, self.order, self.batch_size,
+                                           self.opt.lr, self.loss, self.batch_losses)
         value = float(self.batch_losses[ran - 1])
         if not math.isfinite(value):   # the call stops at the first such batch
             self._diverged(epoch, ran - 1, f"the loss became {value}", history)
@@ -482,15 +470,13 @@ class _Loop:
                 np.take(self.weights, self.order, out=self.w_batches, mode="clip")
         # Each update holds the network's lock, as a compiled call does: another
         # thread's predict or state_dict never sees half an optimizer step.
-        engine, loss, penalty, locked, update = (self.engine, self.loss, self.penalty,
-                                                 self.engine.locked, self.opt.step)
+        loss_and_grads, loss, alpha, update = (self.net._loss_and_grads, self.loss, self.alpha,
+                                               self.opt.step)
         total = 0.0
         for batch, (X_batch, Y_batch, w_batch, m) in enumerate(self.batches):
-            value, share = _batch_loss_and_grads(engine, X_batch, Y_batch, w_batch, m, loss,
-                                                 penalty)
-            if not math.isfinite(value):
+            value, share = loss_and_grads(X_batch, Y_batch, loss, w_batch, m, alpha, step=update)
+            if not math.isfinite(value):   # then the update was not made
                 self._diverged(epoch, batch, f"the loss became {value}", history)
-            locked(update)
             total += value * share   # the batch's loss times its samples (or summed weight)
         return total
 
@@ -499,21 +485,19 @@ class _Loop:
         through the order by the compiled call itself."""
         if self.order is not None and self.weights is not None:
             np.take(self.weights, self.order, out=self.w_batches, mode="clip")
-        engine, loss, penalty, locked, update = (self.engine, self.loss, self.penalty,
-                                                 self.engine.locked, self.opt.step)
+        loss_and_grads, loss, alpha, update = (self.net._loss_and_grads, self.loss, self.alpha,
+                                               self.opt.step)
         X, Y, order = self.X, self.Y, self.order
         total = 0.0
         for batch, (start, w_batch, m) in enumerate(self.batches):
-            value, share = _batch_loss_and_grads(engine, X, Y, w_batch, m, loss, penalty,
-                                                 order, start)
+            value, share = loss_and_grads(X, Y, loss, w_batch, m, alpha, order, start, step=update)
             if not math.isfinite(value):
                 self._diverged(epoch, batch, f"the loss became {value}", history)
-            locked(update)
             total += value * share
         return total
 
     def _remember_epoch_start(self):
-        self.engine.snapshot(self.params_at_epoch_start)
+        self.net._snapshot_params(self.params_at_epoch_start)
         saved = self.opt_at_epoch_start
         if saved is None:
             return
@@ -524,7 +508,7 @@ class _Loop:
                 saved[key][...] = getattr(self.opt, key)
 
     def _diverged(self, epoch, batch, what, history):
-        self.engine.restore(self.params_at_epoch_start)
+        self.net._restore_params(self.params_at_epoch_start)
         if self.opt_at_epoch_start is not None:
             self.opt.load_state_dict(self.opt_at_epoch_start)
         raise TrainingDivergedError(
@@ -534,43 +518,11 @@ class _Loop:
             epoch, batch, history)
 
 
-def _batch_loss_and_grads(engine, X, Y, w, m, loss, penalty, order=None, start=0):
-    """(loss, the batch's weight) with grads filled: the weighted mean loss
-    (w None: the mean), plus the weight penalty if any. One compiled call.
-    Sparse X is the whole data set, and the batch its rows order[start:start+m]
-    (start ... start+m-1 without an order)."""
-    if isinstance(X, SparseSamples):
-        value = engine.sparse_loss_and_grads(*X.parts, Y, loss, w, order, start, m)
-        share = m if w is None else float(w.sum())
-    elif w is None:
-        value, share = engine.loss_and_grads(X, Y, loss), m
-    else:
-        value, share = engine.weighted_loss_and_grads(X, Y, w, loss), float(w.sum())
-    if penalty is not None and share > 0:
-        value += penalty.add_to_grads(share)
-    return value, share
-
-
-class _WeightPenalty:
-    """scikit-learn's ``alpha``: ``alpha / 2 * sum(W**2) / m`` on the weight
-    matrices only, its gradient added in place into their gradients."""
-
-    def __init__(self, net, alpha):
-        self.alpha = alpha
-        self.engine = net._engine
-
-    def add_to_grads(self, m):
-        """grad_W += alpha / m * W, every layer in one compiled pass; returns the
-        penalty, a float (infinite when the weights overflow, which fit reports)."""
-        scale = self.alpha / m
-        return 0.5 * scale * self.engine.add_weight_penalty(scale)
-
-
 # ---------------------------------------------------------------------------
 # Full-batch L-BFGS
 # ---------------------------------------------------------------------------
 
-def _fit_lbfgs(net, engine, X, Y, loss, lbfgs, epochs, weights, alpha, callbacks, plain):
+def _fit_lbfgs(net, X, Y, loss, lbfgs, epochs, weights, alpha, callbacks, plain):
     """Minimise the full-batch loss with SciPy's L-BFGS-B from net.params, in place."""
     from scipy.optimize import minimize
 
@@ -583,16 +535,15 @@ def _fit_lbfgs(net, engine, X, Y, loss, lbfgs, epochs, weights, alpha, callbacks
     history = History()
     if epochs == 0:
         return history
-    penalty = _WeightPenalty(net, alpha) if alpha > 0 else None
-    start = engine.snapshot()
-    params, grads = engine.buffer_views()   # net.params may have been reshaped by its user
+    start = net._snapshot_params()
+    params, grads = net._buffer_views()   # net.params may have been reshaped by its user
     same_dtype = grads.dtype == np.float64
 
     last = {"loss": math.nan}
 
     def loss_and_gradient(x):
         params[...] = x
-        value, _ = _batch_loss_and_grads(engine, X, Y, weights, X.shape[0], loss, penalty)
+        value, _ = net._loss_and_grads(X, Y, loss, weights, X.shape[0], alpha)
         last["loss"] = value
         # A float64 network hands SciPy its gradient buffer as it is.
         return value, grads if same_dtype else grads.astype(np.float64)
@@ -676,18 +627,14 @@ class _Validation:
     """The validation loss after an epoch: the data set taken batch by batch
     through the forward pass and the loss, in one compiled call."""
 
-    def __init__(self, engine, X, Y, loss, batch_size):
-        self.engine, self.X, self.Y, self.loss_name = engine, X, Y, loss
+    def __init__(self, net, X, Y, loss, batch_size):
+        self.net, self.X, self.Y, self.loss_name = net, X, Y, loss
         self.batch_size = min(batch_size, X.shape[0])
         self.batch_losses = np.empty(-(-X.shape[0] // self.batch_size))
 
     def loss(self):
-        if isinstance(self.X, SparseSamples):
-            _, total = self.engine.sparse_evaluate(*self.X.parts, self.Y, self.batch_size,
-                                                   self.loss_name, self.batch_losses)
-            return total / self.X.shape[0]
-        _, total = self.engine.evaluate(self.X, self.Y, self.batch_size, self.loss_name,
-                                        self.batch_losses)
+        _, total = self.net._evaluate(self.X, self.Y, self.batch_size, self.loss_name,
+                                      self.batch_losses)
         return total / self.X.shape[0]
 
 
@@ -822,9 +769,9 @@ def _training_arrays(net, X, Y, loss, suffix):
     # Data that lies in the network's own buffers (a view of its parameters,
     # say) is copied: training behaves as if its inputs were copied first.
     X, Y = np.asarray(X), np.asarray(Y)
-    if net._engine.shares_memory(X):
+    if net._shares_memory(X):
         X = X.copy()
-    if net._engine.shares_memory(Y):
+    if net._shares_memory(Y):
         Y = Y.copy()
     return X, Y
 
@@ -843,8 +790,8 @@ def _sparse_training_arrays(net, X, Y, loss, suffix):
             what = "NaN" if np.isnan(array).any() else "infinity"
             raise ValueError(f"{name} contains {what}")
     Y = np.asarray(Y)
-    if any(net._engine.shares_memory(part) for part in X.parts):
+    if any(net._shares_memory(part) for part in X.parts):
         X = X.copy()
-    if net._engine.shares_memory(Y):
+    if net._shares_memory(Y):
         Y = Y.copy()
     return X, Y
