@@ -83,8 +83,9 @@ class BuildExt(build_ext):
             with open(src, "w") as f:
                 f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
             objects = self.compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
-            self.compiler.link_executable(objects, os.path.join(tmp, "omp"),
-                                          extra_postargs=["-fopenmp"])
+            # linked as the extensions are (with LDFLAGS, e.g. a sanitizer's runtime)
+            self.compiler.link_shared_object(objects, os.path.join(tmp, "omp.so"),
+                                             extra_postargs=["-fopenmp"])
         except Exception:  # noqa: BLE001 -- any failure means: no OpenMP here
             print("cmlp: no OpenMP with this compiler; the ensemble runs its models serially")
             return None

@@ -29,7 +29,9 @@ echo "building cmlp with $sanitize"
 mkdir "$build/src"
 cp -r "$root/src" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" "$root/LICENSE" \
     "$build/src/"
-find "$build/src" \( -name '*.c' ! -name '_vector_*.c' -o -name '*.so' \) -delete
+# Cython's output (a .c beside each .pyx) and built modules go: this build makes its own.
+for pyx in "$build"/src/src/cmlp/*.pyx; do rm -f "${pyx%.pyx}.c"; done
+find "$build/src" -name '*.so' -delete
 # pip fetches the build requirements of pyproject.toml into an isolated
 # environment, as for any install; CFLAGS and LDFLAGS reach the compiler.
 CC="$cc" CFLAGS="$sanitize -g -O1" LDFLAGS="$sanitize" \
