@@ -22,11 +22,12 @@ the median of the repeats; ratios are taken within one run.
 
     python benchmarks/many_models.py            # both cases, 1 and 2 threads
     python benchmarks/many_models.py --quick    # the checks and a short timing (CI smoke)
-    python benchmarks/many_models.py --json out.json
+    python benchmarks/many_models.py --json out.json --md out.md   # also write the results
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -360,7 +361,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--json")
+    parser.add_argument("--json", help="write the model-steps per second here (JSON)")
+    parser.add_argument("--md", help="write the tables here (Markdown), with the command, "
+                                     "date and machine")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,10 +383,31 @@ def main():
                 raise SystemExit(done.returncode)
             for name, rate in json.loads(done.stdout.strip().splitlines()[-1]).items():
                 runs[n][name][engine] = rate
-    print(_table(runs))
+    table = _table(runs)
+    print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(_header(args) + "\n" + table + "\n")
+
+
+def _header(args):
+    """The command, the date and the machine of a run, for the Markdown file."""
+    import platform
+
+    processor = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            processor = next((line.split(":", 1)[1].strip() for line in f
+                              if line.startswith("model name")), processor)
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else None
+    command = "python benchmarks/many_models.py" + (" --quick" if args.quick else "")
+    return (f"`{command}`, {time.strftime('%Y-%m-%dT%H:%M', time.gmtime())} UTC, on {processor} "
+            f"({os.cpu_count()} CPUs" + (f", load average {load:.1f}" if load is not None else "")
+            + "). Model-steps per second, the median of the repeats; each cell's ratio is the "
+            "ensemble's throughput over that engine's, in the same run.\n")
 
 
 def _table(runs):
@@ -405,6 +429,7 @@ def _table(runs):
             lines.append(f"| {engine} | " + " | ".join(cells) + " |")
         if len(threads) > 1 and "cmlp ensemble" in runs[threads[0]][name]:
             base = runs[threads[0]][name]["cmlp ensemble"]
+            lines.append("")
             lines.append("ensemble scaling: " + ", ".join(
                 f"{n} threads {runs[n][name]['cmlp ensemble'] / base:.2f}x" for n in threads[1:]))
     return "\n".join(lines)
