@@ -124,9 +124,9 @@ def wheel(tmp_path_factory):
         shutil.copy2(ROOT / name, tree)
     leftovers = shutil.ignore_patterns("*.so", "*.pyd", "*.html", "*.egg-info", "__pycache__")
 
-    def ignore(folder, names):  # what a build leaves, and Cython's C, but not the kernels' C
+    def ignore(folder, names):  # what a build leaves, and Cython's C (a .c beside a .pyx)
         return set(leftovers(folder, names)) | {
-            n for n in names if n.endswith(".c") and not n.startswith("_vector_")}
+            n for n in names if n.endswith(".c") and n[:-2] + ".pyx" in names}
 
     shutil.copytree(ROOT / "src", tree / "src", ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
