@@ -164,6 +164,14 @@ def test_wheel_check_names_what_is_missing_and_what_is_left_over(tmp_path):
         dist_info + n for n in ("METADATA", "WHEEL", "RECORD", "top_level.txt", "licenses/LICENSE")]
     assert wheels_tool.wheel_problems(_fake_wheel(tmp_path / "ok.whl", complete), ROOT) == []
 
+    # What a repair step vendors: the ensemble's OpenMP runtime and auditwheel's SBOM.
+    repaired = complete + ["cmlp.libs/libgomp-f9a9ad78.so.1.0.0", "cmlp/.dylibs/libomp.dylib",
+                           dist_info + "sboms/auditwheel.cdx.json"]
+    assert wheels_tool.wheel_problems(_fake_wheel(tmp_path / "repaired.whl", repaired), ROOT) == []
+    assert wheels_tool.wheel_problems(
+        _fake_wheel(tmp_path / "stray.whl", complete + ["cmlp.libs/libfoo.so"]), ROOT) == [
+        "unexpected cmlp.libs/libfoo.so"]
+
     broken = [n for n in complete if n != "cmlp/py.typed"] + ["cmlp/_kernels.c", "cmlp/_kernels.pyx"]
     assert wheels_tool.wheel_problems(_fake_wheel(tmp_path / "bad.whl", broken), ROOT) == [
         "missing cmlp/py.typed", "unexpected cmlp/_kernels.c", "unexpected cmlp/_kernels.pyx"]

@@ -83,7 +83,8 @@ def wheel_problems(wheel, root=ROOT):
     The wheel must hold exactly: every .py, .pyi and py.typed of the package,
     one compiled module per .pyx (found by glob, so a new extension is
     expected as soon as its .pyx exists), the licence, and the dist-info
-    metadata. Anything else is a leftover: neither twine nor
+    metadata, and what the repair step vendors (the OpenMP runtime, an
+    SBOM). Anything else is a leftover: neither twine nor
     check-wheel-contents notices a .c or .pyx in a wheel, hence this check.
     """
     # Directory entries (auditwheel writes some) are no files.
@@ -103,6 +104,11 @@ def wheel_problems(wheel, root=ROOT):
         if len(compiled) != 1:
             problems.append(f"expected one compiled module for {pyx}, found {sorted(compiled)}")
         unexplained -= compiled
+    # What the repair step adds: the OpenMP runtime the ensemble links
+    # (auditwheel's cmlp.libs/, delocate's cmlp/.dylibs/) and auditwheel's SBOM.
+    vendored = re.compile(rf"{PACKAGE}\.libs/lib(g?omp)[-.\w]*|{PACKAGE}/\.dylibs/lib(g?omp)[-.\w]*"
+                          rf"|{re.escape(dist_info)}sboms/[^/]+\.json")
+    unexplained = {n for n in unexplained if not vendored.fullmatch(n)}
     problems += [f"unexpected {n}" for n in sorted(unexplained)]
     return problems
 
