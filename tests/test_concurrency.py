@@ -434,10 +434,14 @@ def test_state_dict_while_adam_trains_sees_no_half_step():
 
 @pytest.mark.starts_threads
 def test_another_thread_runs_while_a_large_pass_computes():
-    # A thread that holds the GIL through a call lets others in only in the
-    # first switch interval (5 ms) of it, so a tick from the middle half of a
-    # long call proves the GIL was released. Retried: a loaded machine (both
-    # cores busy elsewhere) may not schedule the ticker at all during a call.
+    # A thread that holds the GIL through a call lets others in only around it:
+    # within a switch interval of its start, and after it returns. So a tick
+    # more than a few switch intervals inside a call proves the GIL was
+    # released. The ticker sleeps between ticks, so it needs the GIL to wake and
+    # keeps few ticks; the batch grows until a pass is long enough to have an
+    # inside on this machine and build; retried because a loaded machine may
+    # not schedule the ticker at all during a call.
+    margin = 4 * sys.getswitchinterval()
     net = cmlp.MLP([512, 512, 512], seed=0)
     X = np.ones((2048, 512))
     assert X.shape[0] * net.params.size >= cmlp._kernels.gil_release_min_work()
@@ -446,16 +450,20 @@ def test_another_thread_runs_while_a_large_pass_computes():
     def ticker():
         while not stop.is_set():
             ticks.append(time.perf_counter())
+            time.sleep(0.001)
 
     thread = threading.Thread(target=ticker)
     thread.start()
     try:
         for _ in range(40):
+            first = len(ticks)
             start = time.perf_counter()
             net.forward(X)
             end = time.perf_counter()
-            quarter = (end - start) / 4
-            if quarter > 0.01 and any(start + quarter < t < end - quarter for t in ticks[-100_000:]):
+            if end - start < 4 * margin and X.shape[0] < 32768:
+                X = np.ones((2 * X.shape[0], 512))
+                continue
+            if any(start + margin < t < end - margin for t in ticks[first:]):
                 return
     finally:
         stop.set()
