@@ -54,6 +54,11 @@ are converted to CSR once (a copy of the nonzeros), and the first layer's
 product and gradient are compiled CSR kernels; see :meth:`cmlp.MLP.fit` for
 the memory they need.
 
+:class:`MLPEnsembleRegressor` and :class:`MLPEnsembleClassifier` bag K
+networks, as ``sklearn.ensemble.BaggingRegressor`` over :class:`MLPRegressor`
+would, but train all K together in :class:`cmlp.MLPEnsemble`'s compiled calls,
+each network bit for bit what :class:`cmlp.MLP` gives it alone (dense ``X`` only).
+
 scikit-learn is an optional dependency (``pip install scikit-learn``).
 """
 import numbers
@@ -79,10 +84,11 @@ from sklearn.utils.validation import (
     _check_sample_weight, check_is_fitted, column_or_1d, validate_data,
 )
 
+from cmlp.ensemble import MLPEnsemble
 from cmlp.network import MLP
 from cmlp.training import LBFGS, Adam, TrainingDivergedError, make_optimizer
 
-__all__ = ["MLPRegressor", "MLPClassifier"]
+__all__ = ["MLPRegressor", "MLPClassifier", "MLPEnsembleRegressor", "MLPEnsembleClassifier"]
 
 # The core's activations but softmax, which belongs on an output layer;
 # "logistic" is scikit-learn's name for the sigmoid.
@@ -388,10 +394,7 @@ class _MLPEstimator(BaseEstimator):
 
     def _initialise(self, n_features):
         hidden = _check_hidden(self.hidden_layer_sizes)
-        if not isinstance(self.activation, str) or self.activation not in _HIDDEN_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {list(_HIDDEN_ACTIVATIONS)}, "
-                             f"got {self.activation!r}")
-        activation = _HIDDEN_ACTIVATIONS[self.activation]
+        activation = _check_activation(self.activation)
         random_state = check_random_state(self.random_state)
         init_seed, shuffle_seed = random_state.randint(_SEED_BOUND, size=2)
         self._split_seed = int(random_state.randint(_SEED_BOUND))
@@ -414,11 +417,7 @@ class _MLPEstimator(BaseEstimator):
             self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
 
     def _alpha(self):
-        alpha = self.alpha
-        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) \
-                or not 0 <= alpha < np.inf:
-            raise ValueError(f"alpha must be a float >= 0, got {alpha!r}")
-        return float(alpha)
+        return _check_alpha(self.alpha)
 
     def _make_optimizer(self, incremental):
         """SGD or Adam at scikit-learn's settings; partial_fit goes on at the rate the
@@ -751,6 +750,416 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         return tags
 
 
+# -- bagging: K networks trained together by one cmlp.MLPEnsemble -----------------------
+
+_ENSEMBLE_SOLVERS = ("sgd", "adam")
+
+_ENSEMBLE_PARAMETERS_DOC = """
+    n_estimators : int, default 10
+        K, the networks of the ensemble.
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Widths of the hidden layers, the same in every network.
+    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
+        Activation of the hidden layers; "sigmoid" is another name of
+        "logistic".
+    solver : {"sgd", "adam"}, default "sgd"
+        Every network's update rule, as :class:`MLPRegressor`'s (PyTorch's
+        SGD and Adam, Adam at scikit-learn's betas and epsilon).
+    alpha : float, default 0.0001
+        scikit-learn's L2 penalty: ``alpha / 2 * sum(W**2) / m`` over the
+        weight matrices is added to each batch's loss, ``m`` its samples.
+    batch_size : int or "auto", default "auto"
+        Samples per update; "auto" is ``min(200, m)``, ``m`` the rows of
+        each network's sample.
+    learning_rate_init : float, default 0.001
+        The learning rate of every network, constant.
+    max_iter : int, default 200
+        Epochs. Every network runs them all unless ``early_stopping`` stops
+        it: there is no ``tol`` and no ``ConvergenceWarning``.
+    shuffle : bool, default True
+        Reshuffle each network's sample before each epoch, in an order of
+        its own.
+    random_state : int, RandomState or None
+        Seeds the initial weights, the shuffling, the samples and the
+        validation split.
+    momentum : float, default 0.9
+        SGD momentum, in [0, 1].
+    nesterovs_momentum : bool, default True
+        Nesterov momentum for SGD (with ``momentum > 0``).
+    bootstrap : bool, default True
+        Draw each network's ``max_samples`` rows with replacement (a
+        bootstrap sample); False draws them without replacement, so that with
+        ``max_samples=1.0`` every network trains on all rows and the networks
+        differ only in their initial weights and their shuffling.
+    max_samples : float or int, default 1.0
+        Rows of each network's sample: a float in (0, 1] is that share of
+        the training rows (at least one), an int their number (at most the
+        training rows without ``bootstrap``).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the rows (stratified for the
+        classifier) before the samples are drawn, compute each network's
+        loss on them after every epoch, stop a network once that loss has
+        not fallen below its lowest for more than ``n_iter_no_change``
+        epochs in a row, and keep each network's parameters of its lowest
+        held-out loss. scikit-learn's MLP watches the held-out score
+        (R², accuracy) with ``tol`` instead; :class:`cmlp.MLPEnsemble`
+        watches the loss.
+    validation_fraction : float, default 0.1
+        Share of the rows held out for ``early_stopping``.
+    n_iter_no_change : int or numpy.inf, default 10
+        Patience of ``early_stopping``; ``numpy.inf`` never stops before
+        ``max_iter`` (each network still keeps its best epoch's parameters).
+    n_threads : int or None, default None
+        Threads of the compiled calls (:class:`cmlp.MLPEnsemble`); None:
+        every core this process may run on. The numbers do not depend on it.
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of the networks, whatever the dtype of ``X``.
+"""
+
+_ENSEMBLE_ATTRIBUTES_DOC = """
+    ensemble_ : cmlp.MLPEnsemble
+        The trained networks; ``ensemble_.models[k]`` is network k as a
+        :class:`cmlp.MLP`, ``ensemble_.seeds[k]`` the seed of its initial
+        weights.
+    estimators_samples_ : list of numpy.ndarray
+        The rows of ``X`` each network trained on (indices into the ``X``
+        given to :meth:`fit`; a bootstrap sample repeats rows), as in
+        scikit-learn's bagging.
+    shuffle_seeds_ : numpy.ndarray of int
+        The seed of each network's shuffling. Network k is, bit for bit,
+        ``cmlp.MLP(sizes, activations, dtype, seed=ensemble_.seeds[k])``
+        trained by ``MLP.fit`` on ``X[estimators_samples_[k]]`` with
+        ``seed=shuffle_seeds_[k]`` and the estimator's settings.
+    n_iter_ : numpy.ndarray of int, shape (n_estimators,)
+        Epochs each network ran: ``max_iter``, or fewer for a network that
+        ``early_stopping`` stopped.
+    loss_curve_ : list of list of float
+        Each network's training loss after each of its epochs
+        (``loss_curve_[k]`` holds ``n_iter_[k]`` values), the loss the
+        network minimises, as :class:`MLPRegressor`'s and
+        :class:`MLPClassifier`'s ``loss_curve_``.
+    validation_loss_curve_ : list of list of float or None
+        With ``early_stopping``, each network's held-out loss after each of
+        its epochs; else None.
+    n_features_in_ : int
+        Inputs seen by :meth:`fit`.
+    feature_names_in_ : numpy.ndarray of str
+        Their names, when ``X`` had string column names (a pandas DataFrame).
+"""
+
+_ENSEMBLE_FIT_DOC = """
+        Trains the ``n_estimators`` networks in one :meth:`cmlp.MLPEnsemble.fit`
+        call (from scratch: there is no ``warm_start``), each on its own sample
+        of the rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs (dense; sparse matrices are not supported).
+        y : array-like
+            The targets.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        cmlp.TrainingDivergedError
+            If a network's loss or parameters became NaN or infinite. The
+            estimator is then left unfitted (as :class:`MLPRegressor` is); the
+            error's ``history`` is the :class:`cmlp.EnsembleHistory`.
+"""
+
+
+class _MLPEnsembleEstimator(BaseEstimator):
+    """What the bagging regressor and classifier share: parameters, samples, training."""
+
+    def __init__(self, n_estimators=10, hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="sgd", alpha=0.0001, batch_size="auto", learning_rate_init=0.001,
+                 max_iter=200, shuffle=True, random_state=None, momentum=0.9,
+                 nesterovs_momentum=True, bootstrap=True, max_samples=1.0, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, n_threads=None, dtype="float64"):
+        self.n_estimators = n_estimators
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.bootstrap = bootstrap
+        self.max_samples = max_samples
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.n_threads = n_threads
+        self.dtype = dtype
+
+    def fit(self, X, y):
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            _forget_fitted(self)   # a failed fit leaves no half-fitted estimator
+            raise
+
+    def _fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32],
+                             **self._validation_options)
+        Y, stratify = self._encode_targets(y)
+        K = _check_int("n_estimators", self.n_estimators, 1)
+        hidden = _check_hidden(self.hidden_layer_sizes)
+        activation = _check_activation(self.activation)
+        epochs = _check_int("max_iter", self.max_iter, 1)
+        lr = _check_rate(self.learning_rate_init)
+        options = self._optimizer_options()
+        n_threads = None if self.n_threads is None else _check_int("n_threads", self.n_threads, 1)
+        random_state = check_random_state(self.random_state)
+        init_seeds = random_state.randint(_SEED_BOUND, size=K)
+        shuffle_seeds = random_state.randint(_SEED_BOUND, size=K)
+        split_seed = int(random_state.randint(_SEED_BOUND))
+        rows = np.arange(X.shape[0])
+        held_out = {}
+        if self.early_stopping:
+            rows, val_rows = self._hold_out(rows, stratify, split_seed)
+            held_out = {"validation_data": (X[val_rows], Y[val_rows]),
+                        "early_stopping": _ensemble_patience(self.n_iter_no_change, epochs)}
+            X, Y = X[rows], Y[rows]
+        samples = self._draw_samples(K, rows.size, random_state)
+        m = rows.size if samples is None else samples.shape[1]
+        batch_size = (min(200, m) if isinstance(self.batch_size, str) and self.batch_size == "auto"
+                      else min(_check_int("batch_size", self.batch_size, 1), m))
+        sizes = [X.shape[1], *hidden, Y.shape[1]]
+        ensemble = MLPEnsemble(K, sizes, [activation] * len(hidden) + [self._out_activation],
+                               dtype=self.dtype, seed=init_seeds.tolist(), n_threads=n_threads)
+        history = ensemble.fit(X, Y, epochs=epochs, batch_size=batch_size, lr=lr,
+                               loss=self._loss, shuffle=bool(self.shuffle),
+                               seed=shuffle_seeds.tolist(), sample_indices=samples,
+                               **held_out, **options)
+        n_iter = np.count_nonzero(~np.isnan(history.loss), axis=0)
+        _raise_if_diverged(type(self).__name__, history, n_iter)
+        self.ensemble_ = ensemble
+        self.estimators_samples_ = ([rows.copy() for _ in range(K)] if samples is None
+                                    else [rows[s] for s in samples])
+        self.shuffle_seeds_ = shuffle_seeds
+        self.n_iter_ = n_iter
+        self.loss_curve_ = [history.loss[:n_iter[k], k].tolist() for k in range(K)]
+        self.validation_loss_curve_ = (
+            [history.val_loss[:n_iter[k], k].tolist() for k in range(K)]
+            if self.early_stopping else None)
+        return self
+
+    def _optimizer_options(self):
+        """:meth:`cmlp.MLPEnsemble.fit`'s optimizer arguments, as :class:`MLPRegressor` gives
+        them to :meth:`cmlp.MLP.fit` (one label per sample or a regression: no rate or alpha
+        scaling). Plain SGD (no momentum, no penalty) passes none of them."""
+        if not isinstance(self.solver, str) or self.solver not in _ENSEMBLE_SOLVERS:
+            raise ValueError(f"solver must be one of {list(_ENSEMBLE_SOLVERS)}, "
+                             f"got {self.solver!r}")
+        options = {}
+        if self.solver == "adam":
+            options["optimizer"] = "adam"
+        else:
+            momentum = self.momentum
+            if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real) \
+                    or not 0 <= momentum <= 1:
+                raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
+            if momentum > 0:
+                options["momentum"] = float(momentum)
+                options["nesterov"] = bool(self.nesterovs_momentum)
+        alpha = _check_alpha(self.alpha)
+        if alpha > 0:
+            options["alpha"] = alpha
+        return options
+
+    def _hold_out(self, rows, stratify, split_seed):
+        """The training and the held-out rows, each sorted."""
+        fraction = self.validation_fraction
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real) \
+                or not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must lie in (0, 1), got {fraction!r}")
+        train, held_out = train_test_split(rows, test_size=fraction, random_state=split_seed,
+                                           stratify=stratify)
+        return np.sort(train), np.sort(held_out)
+
+    def _draw_samples(self, K, n, random_state):
+        """Each network's rows, ``(K, m)`` indices into the n training rows; None for all n."""
+        if not isinstance(self.bootstrap, (bool, np.bool_)):
+            raise ValueError(f"bootstrap must be a bool, got {self.bootstrap!r}")
+        m = _check_max_samples(self.max_samples, n, bool(self.bootstrap))
+        if self.bootstrap:
+            return random_state.randint(0, n, size=(K, m))
+        if m == n:
+            return None
+        return np.stack([np.sort(random_state.permutation(n)[:m]) for _ in range(K)])
+
+    def _outputs(self, X):
+        """Every network's output, ``(n_estimators, n_samples, n_outputs)``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self.ensemble_.predict(X)
+
+    # MLPEnsemble's compiled plan does not pickle: the networks travel as their parameters.
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        if "ensemble_" in state:
+            state["ensemble_"] = _EnsembleState.of(state["ensemble_"])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if isinstance(state.get("ensemble_"), _EnsembleState):
+            state["ensemble_"] = state["ensemble_"].ensemble(state.get("n_threads"))
+        super().__setstate__(state)
+
+
+class MLPEnsembleRegressor(RegressorMixin, _MLPEnsembleEstimator):
+    __doc__ = ("""Bagging of cmlp regressors: K networks trained together by :class:`cmlp.MLPEnsemble`.
+
+    What ``BaggingRegressor(cmlp.sklearn.MLPRegressor(...), n_estimators=K)``
+    does, in one compiled call per epoch for all K networks. Each network is
+    an :class:`MLPRegressor`'s (identity output, the ``"half_sse"`` loss
+    whose gradient is scikit-learn's squared error's) trained on its own
+    sample of the rows; :meth:`predict` is the mean of their predictions
+    and, with ``return_std=True``, gives their standard deviation too.
+
+    Parameters
+    ----------""" + _ENSEMBLE_PARAMETERS_DOC + """
+    Attributes
+    ----------""" + _ENSEMBLE_ATTRIBUTES_DOC + """    n_outputs_ : int
+        Outputs of each network (columns of ``y``).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from cmlp.sklearn import MLPEnsembleRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=1, random_state=0)
+    >>> model = MLPEnsembleRegressor(8, (32,), learning_rate_init=0.01, max_iter=300,
+    ...                              momentum=0, alpha=0, random_state=0).fit(X, y / 100)
+    >>> model.ensemble_
+    MLPEnsemble(8, [5, 32, 1], activation=['relu', 'identity'], dtype=float64)
+    >>> mean, std = model.predict(X[:3], return_std=True)
+    >>> mean.shape, std.shape
+    ((3,), (3,))
+    >>> bool(model.score(X, y / 100) > 0.99)
+    True
+""")
+
+    _out_activation = "identity"
+    _loss = "half_sse"
+    _validation_options = {"multi_output": True, "y_numeric": True}
+
+    def fit(self, X, y):
+        """Train the networks, each on its sample of the rows; returns self.
+""" + _ENSEMBLE_FIT_DOC + """        """
+        return super().fit(X, y)
+
+    def predict(self, X, return_std=False):
+        """The mean of the networks' predictions; with ``return_std``, also their spread.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_std : bool, default False
+            Also return the standard deviation of the networks' predictions
+            (over the networks, ``ddof=0``), as
+            :meth:`sklearn.gaussian_process.GaussianProcessRegressor.predict` does.
+
+        Returns
+        -------
+        mean : numpy.ndarray, ``(n_samples,)`` for one output, else ``(n_samples, n_outputs_)``
+        std : numpy.ndarray of the same shape, with ``return_std`` only
+        """
+        outputs = self._outputs(X)
+        mean = outputs.mean(axis=0)
+        if self.n_outputs_ == 1:
+            mean = mean.ravel()
+        if not return_std:
+            return mean
+        std = outputs.std(axis=0)
+        return mean, (std.ravel() if self.n_outputs_ == 1 else std)
+
+    def _encode_targets(self, y):
+        y = np.asarray(y)
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        self.n_outputs_ = Y.shape[1]
+        return Y, None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class MLPEnsembleClassifier(ClassifierMixin, _MLPEnsembleEstimator):
+    __doc__ = ("""Bagging of cmlp classifiers: K networks trained together by :class:`cmlp.MLPEnsemble`.
+
+    What ``BaggingClassifier(cmlp.sklearn.MLPClassifier(...), n_estimators=K)``
+    does, in one compiled call per epoch for all K networks. Each network is
+    an :class:`MLPClassifier`'s for one label per sample (a softmax output of
+    one unit per class, two for a binary problem, and the
+    ``"cross_entropy"`` loss on one-hot targets) trained on its own sample
+    of the rows; every network has every class, also where its sample misses
+    one. :meth:`predict_proba` is the mean of the networks' probabilities
+    (soft voting, as ``BaggingClassifier``'s). Multi-label targets (a 2-D
+    ``y``) are refused: use :class:`MLPClassifier`.
+
+    Parameters
+    ----------""" + _ENSEMBLE_PARAMETERS_DOC + """
+    Attributes
+    ----------
+    classes_ : numpy.ndarray
+        The class labels, sorted.""" + _ENSEMBLE_ATTRIBUTES_DOC + """
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from cmlp.sklearn import MLPEnsembleClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = MLPEnsembleClassifier(5, (16,), learning_rate_init=0.05, max_iter=300,
+    ...                               momentum=0, alpha=0, random_state=0).fit(X, y)
+    >>> model.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> bool(model.score(X, y) > 0.95)
+    True
+""")
+
+    _out_activation = "softmax"
+    _loss = "cross_entropy"
+    _validation_options = {"multi_output": True}   # for the error that refuses multi-label y
+
+    def fit(self, X, y):
+        """Train the networks, each on its sample of the rows; returns self.
+""" + _ENSEMBLE_FIT_DOC + """        """
+        return super().fit(X, y)
+
+    def predict_proba(self, X):
+        """The mean of the networks' class probabilities, ``(n, len(classes_))``."""
+        return self._outputs(X).mean(axis=0)
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``: a probability that underflowed is ``-inf``."""
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The class of the highest mean probability."""
+        probabilities = self.predict_proba(X)   # checks that the model is fitted first
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def _encode_targets(self, y):
+        """One-hot rows over ``classes_``; the class codes stratify the held-out split."""
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise ValueError(f"{type(self).__name__} takes one label per sample; for "
+                             "multi-label targets (a 2-D y) use cmlp.sklearn.MLPClassifier")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        return np.eye(len(self.classes_))[codes], codes
+
+
 @dataclass
 class _HeldOut:
     """The early-stopping split, and the parameters of the best held-out score so far."""
@@ -790,9 +1199,92 @@ def _check_patience(n_iter_no_change):
     return _check_int("n_iter_no_change", n_iter_no_change, 1)
 
 
+def _check_activation(activation):
+    """cmlp's name of a hidden activation given by its scikit-learn (or cmlp) name."""
+    if not isinstance(activation, str) or activation not in _HIDDEN_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(_HIDDEN_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    return _HIDDEN_ACTIVATIONS[activation]
+
+
+def _check_alpha(alpha):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) \
+            or not 0 <= alpha < np.inf:
+        raise ValueError(f"alpha must be a float >= 0, got {alpha!r}")
+    return float(alpha)
+
+
 def _check_hidden(hidden_layer_sizes):
     sizes = ([hidden_layer_sizes] if isinstance(hidden_layer_sizes, numbers.Integral)
              else list(hidden_layer_sizes))
     for size in sizes:
         _check_int("hidden_layer_sizes entries", size, 1)
     return [int(size) for size in sizes]
+
+
+@dataclass
+class _EnsembleState:
+    """What an :class:`cmlp.MLPEnsemble` is made of, as pickle takes it."""
+
+    layer_sizes: tuple
+    activation: tuple
+    dtype: str
+    seeds: list
+    params: np.ndarray
+
+    @classmethod
+    def of(cls, ensemble):
+        return cls(ensemble.layer_sizes, ensemble.activation, ensemble.dtype.name,
+                   list(ensemble.seeds), ensemble.params.copy())
+
+    def ensemble(self, n_threads):
+        ensemble = MLPEnsemble(len(self.seeds), list(self.layer_sizes), list(self.activation),
+                               dtype=self.dtype, seed=self.seeds, n_threads=n_threads)
+        ensemble.params[:] = self.params
+        return ensemble
+
+
+def _forget_fitted(estimator):
+    """Back to unfitted: every fitted attribute (``name_``) goes."""
+    for name in [name for name in vars(estimator)
+                 if name.endswith("_") and not name.startswith("__")]:
+        delattr(estimator, name)
+
+
+def _ensemble_patience(n_iter_no_change, epochs):
+    """MLPEnsemble.fit's early_stopping for scikit-learn's rule: stop after *more than*
+    n_iter_no_change epochs without improvement; numpy.inf never stops."""
+    patience = _check_patience(n_iter_no_change)
+    return epochs if patience == np.inf else patience + 1
+
+
+def _check_max_samples(max_samples, n, bootstrap):
+    """Rows per network, as scikit-learn's bagging counts them."""
+    if isinstance(max_samples, numbers.Integral) and not isinstance(max_samples, (bool, np.bool_)):
+        if max_samples < 1 or (not bootstrap and max_samples > n):
+            raise ValueError(f"max_samples must lie in [1, {n}] (the training rows) without "
+                             f"bootstrap, got {max_samples}" if not bootstrap else
+                             f"max_samples must be >= 1, got {max_samples}")
+        return int(max_samples)
+    if isinstance(max_samples, numbers.Real) and not isinstance(max_samples, (bool, np.bool_)) \
+            and 0 < max_samples <= 1:
+        return max(int(max_samples * n), 1)
+    raise ValueError(f"max_samples must be a float in (0, 1] or an int >= 1, got {max_samples!r}")
+
+
+def _check_rate(learning_rate_init):
+    rate = learning_rate_init
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real) \
+            or not 0 < rate < np.inf:
+        raise ValueError(f"learning_rate_init must be a float > 0, got {rate!r}")
+    return float(rate)
+
+
+def _raise_if_diverged(name, history, n_iter):
+    diverged = [k for k, reason in enumerate(history.stop_reason) if reason == "diverged"]
+    if diverged:
+        epoch = int(min(n_iter[k] for k in diverged))
+        raise TrainingDivergedError(
+            f"{name}: the loss or the parameters of network(s) {diverged} of "
+            f"{len(history.stop_reason)} became NaN or infinite (first in epoch {epoch}); "
+            "a lower learning_rate_init may help", epoch, None, history)
