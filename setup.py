@@ -117,11 +117,12 @@ def generate_from_templates():
 generate_from_templates()
 
 # The maths (with the vector kernels linked in), the epochs, the engine, the
-# optimizers and the ensemble; the others cimport _maths.pxd (the engine and
-# the ensemble _batches.pxd too). The ensemble also builds its kernel for tiny
-# networks once per variant (_ensemble_tiny.c).
+# optimizers and the ensemble; the others cimport _maths.pxd (the epochs
+# _optim.pxd too; the engine and the ensemble _batches.pxd). The ensemble also
+# builds its kernel for tiny networks once per variant (_ensemble_tiny.c).
 ENSEMBLE_DEPENDS = ["src/cmlp/_ensemble_tiny.h", "src/cmlp/_ensemble_tiny_body.c",
-                    "src/cmlp/_maths.pxd", "src/cmlp/_batches.pxd", *VECTOR_DEPENDS]
+                    "src/cmlp/_maths.pxd", "src/cmlp/_batches.pxd", "src/cmlp/_optim.pxd",
+                    *VECTOR_DEPENDS]
 
 setup(ext_modules=cythonize([extension("_maths", VECTOR_KERNELS, [*VECTOR_DEPENDS, "src/cmlp/_views.pxi"]),
                              extension("_batches"),

@@ -145,6 +145,143 @@ def test_fit_early_stopping_per_model(n_threads):
         assert history.stop_reason[k] == h.stop_reason
 
 
+def _adamw():
+    # A template: its hyperparameters, not its buffers, are what fit takes.
+    return cmlp.Adam(np.zeros(1), np.zeros(1), lr=0.02, betas=(0.8, 0.99), eps=1e-6,
+                     weight_decay=0.1, decoupled_weight_decay=True)
+
+
+OPTIONS = {
+    "momentum": dict(momentum=0.9),
+    "nesterov, weight decay": dict(momentum=0.5, nesterov=True, weight_decay=1e-3),
+    "adam": dict(optimizer="adam"),
+    "adam, weight decay": dict(optimizer="adam", weight_decay=0.01),
+    "adamw object": dict(optimizer=_adamw),
+    "alpha": dict(alpha=0.3),
+    "weights": dict(sample_weight="shared"),
+    "weights per model, one model's all equal": dict(sample_weight="per model"),
+    "weights, alpha, adam": dict(sample_weight="shared", alpha=0.05, optimizer="adam"),
+}
+
+
+def _mlp_optimizer(option, net):
+    """MLP.fit's optimizer argument for the same option."""
+    if option.get("optimizer") is _adamw:
+        t = _adamw()
+        return cmlp.Adam(net.params, net.grads, lr=t.lr, betas=t.betas, eps=t.eps,
+                         weight_decay=t.weight_decay, decoupled_weight_decay=True)
+    return option.get("optimizer", "sgd")
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_fit_with_each_option_is_mlp_fit_per_model(name, batch_size, dtype, n_threads):
+    option = OPTIONS[name]
+    rng = np.random.default_rng(8)
+    K, n = 4, 21
+    X = rng.standard_normal((n, 3))
+    Y = rng.uniform(0, 1, (n, 2))
+    boot = rng.integers(0, n, (K, n))
+    weights = {"shared": rng.uniform(0, 2, n), "per model": rng.uniform(0, 2, (K, n)),
+               None: None}[option.get("sample_weight")]
+    if option.get("sample_weight") == "per model":
+        weights[1] = 0.5   # all equal: MLP.fit takes no weights then, and so must model 1
+    template = option.get("optimizer") is _adamw
+    lr = None if template else np.linspace(0.02, 0.2, K)
+    kwargs = {key: value for key, value in option.items() if key != "sample_weight"}
+    if template:
+        kwargs["optimizer"] = _adamw()
+    ens = MLPEnsemble(K, [3, 5, 2], dtype=dtype, seed=list(range(K)), n_threads=n_threads)
+    history = ens.fit(X, Y, epochs=3, batch_size=batch_size, lr=lr, seed=list(range(20, 20 + K)),
+                      sample_indices=boot, sample_weight=weights, **kwargs)
+    for k in range(K):
+        net = cmlp.MLP([3, 5, 2], dtype=dtype, seed=k)
+        w = None if weights is None else (weights[boot[k]] if weights.ndim == 1 else weights[k])
+        h = net.fit(X[boot[k]], Y[boot[k]], epochs=3, batch_size=batch_size,
+                    lr=None if template else lr[k], seed=20 + k, sample_weight=w,
+                    **{**kwargs, "optimizer": _mlp_optimizer(option, net)})
+        assert ens.params[k].tobytes() == net.params.tobytes(), k
+        assert list(history.loss[:, k]) == h.loss
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+def test_fit_with_adam_stops_each_model_on_its_own(n_threads):
+    # Models stop at different epochs: the others' optimizer state must go on as theirs.
+    rng = np.random.default_rng(9)
+    K, n = 4, 30
+    X, Y = _data(rng, K, n, 3, 2, np.float64)
+    Xv, Yv = _data(rng, K, 10, 3, 2, np.float64)
+    rates = [0.01, 0.05, 0.2, 0.5]
+    ens = MLPEnsemble(K, [3, 6, 2], seed=[1, 2, 3, 4], n_threads=n_threads)
+    history = ens.fit(X, Y, epochs=30, batch_size=4, lr=rates, optimizer="adam",
+                      seed=[9, 8, 7, 6], validation_data=(Xv, Yv), early_stopping=2)
+    assert len({int(np.isfinite(history.loss[:, k]).sum()) for k in range(K)}) > 1
+    for k in range(K):
+        net = cmlp.MLP([3, 6, 2], seed=k + 1)
+        h = net.fit(X[k], Y[k], epochs=30, batch_size=4, lr=rates[k], optimizer="adam",
+                    seed=9 - k, validation_data=(Xv[k], Yv[k]), early_stopping=2)
+        assert np.array_equal(ens.params[k], net.params), k
+        assert list(history.loss[:len(h.loss), k]) == h.loss
+        assert history.stop_reason[k] == h.stop_reason
+
+
+def test_fit_with_momentum_stops_a_diverging_model_alone():
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((40, 2)) * 100
+    Y = rng.standard_normal((40, 1)) * 100
+    ens = MLPEnsemble(3, [2, 8, 1], ["relu", "identity"], seed=[0, 1, 2])
+    history = ens.fit(X, Y, epochs=4, lr=[1e-6, 1e3, 1e-5], momentum=0.9, seed=[3, 4, 5])
+    assert history.stop_reason == [None, "diverged", None]
+    assert np.isfinite(ens.params).all()
+    net = cmlp.MLP([2, 8, 1], ["relu", "identity"], seed=1)
+    with pytest.raises(cmlp.TrainingDivergedError) as error:
+        net.fit(X, Y, epochs=4, lr=1e3, momentum=0.9, seed=4)
+    assert np.array_equal(ens.params[1], net.params)   # both back at the failing epoch's start
+    assert not np.isfinite(history.loss[error.value.epoch:, 1]).any()
+    for k in (0, 2):
+        net = cmlp.MLP([2, 8, 1], ["relu", "identity"], seed=k)
+        net.fit(X, Y, epochs=4, lr=[1e-6, 1e3, 1e-5][k], momentum=0.9, seed=3 + k)
+        assert np.array_equal(ens.params[k], net.params)
+
+
+def test_fit_callbacks_verbose_and_refusals(capsys):
+    rng = np.random.default_rng(11)
+    X, Y = rng.standard_normal((12, 2)), rng.uniform(0, 1, 12)
+    ens = MLPEnsemble(3, [2, 3, 1], seed=0)
+    seen = []
+
+    def stop_after_two(epoch, history):
+        seen.append((epoch, history.loss.shape))
+        return epoch == 1
+
+    history = ens.fit(X, Y, epochs=5, optimizer="adam", callbacks=[stop_after_two],
+                      verbose=True)
+    assert seen == [(0, (1, 3)), (1, (2, 3))]
+    assert history.loss.shape == (2, 3) and history.stop_reason == ["callback"] * 3
+    assert "epoch 2/5" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="L-BFGS"):
+        ens.fit(X, Y, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="optimizer object"):
+        ens.fit(X, Y, optimizer=_adamw(), lr=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        ens.fit(X, Y, optimizer="adam", momentum=0.9)
+    with pytest.raises(ValueError, match="momentum"):
+        ens.fit(X, Y, momentum=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        ens.fit(X, Y, alpha=-1.0)
+    with pytest.raises(ValueError, match="sample_weight"):
+        ens.fit(X, Y, sample_weight=np.ones(11))
+    with pytest.raises(ValueError, match="sample_weight"):
+        ens.fit(X, Y, sample_weight=-np.ones(12))
+    with pytest.raises(TypeError, match="callables"):
+        ens.fit(X, Y, callbacks=[1])
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="dense"):
+        ens.fit(scipy_sparse.csr_array(X), Y)
+
+
 def test_predict_models_and_files(tmp_path):
     rng = np.random.default_rng(7)
     ens = MLPEnsemble(5, [4, 8, 3], ["relu", "sigmoid"], seed=3)
@@ -228,3 +365,37 @@ def test_bad_input_raises():
     with pytest.raises(ValueError):
         plan.predict(np.zeros((3, P)), np.zeros((3, 1)), np.zeros((3, 4, 2)),
                      np.zeros((3, 4, 1)), 1)
+
+
+@pytest.mark.starts_threads
+def test_the_optimizers_compiled_door_checks_what_it_is_given():
+    plan = _ensemble.Plan([2, 2, 1], [1, 1], np.float64)
+    P = plan.n_params
+    K = 3
+    good = dict(params=np.zeros((K, P)), grads=np.zeros((K, P)), storage=np.zeros((K, 100)),
+                X=np.zeros((K, 4, 2)), Y=np.zeros((K, 4, 1)), weights=np.ones((K, 4)),
+                weighted=np.ones(K, dtype=np.intc), batch_weights=np.zeros((K, 2)),
+                order=np.zeros((K, 4), dtype=np.intp), batch_size=2, alpha=0.1,
+                optimizer=("adam", 0.9, 0.999, 1e-8, 0.0, False), lr=np.full(K, 0.1),
+                first_state=np.zeros((K, P)), second_state=np.zeros((K, P)),
+                steps=np.zeros(K, dtype=np.intp), losses=np.zeros((K, 2)),
+                shares=np.zeros((K, 2)), ran=np.zeros(K, dtype=np.intp), totals=np.zeros(K))
+    plan.train_with_optimizer(0, n_threads=2, **good)
+    assert list(good["steps"]) == [2, 2, 2] and list(good["ran"]) == [2, 2, 2]
+    readonly = np.zeros((K, P))
+    readonly.flags.writeable = False
+    for key, bad in [("weights", np.ones((K, 3))), ("weights", np.ones((K, 4), np.float32)),
+                     ("weighted", np.ones(K - 1, dtype=np.intc)), ("weighted", np.ones(K)),
+                     ("batch_weights", np.zeros((K, 1))), ("alpha", -1.0),
+                     ("alpha", float("nan")), ("optimizer", ("adam", 1.0, 0.9, 1e-8, 0, False)),
+                     ("optimizer", ("adam", 0.9, 0.9, 0.0, 0, False)),
+                     ("optimizer", ("sgd", 0.9, 0.0, False)), ("optimizer", ("rmsprop",)),
+                     ("optimizer", ("sgd", 0.9, 2.0, False, 0.0)),
+                     ("first_state", np.zeros((K, P - 1))), ("second_state", readonly),
+                     ("steps", np.zeros(K - 1, dtype=np.intp)), ("steps", np.zeros(K)),
+                     ("shares", np.zeros((K, 3))), ("order", np.full((K, 4), 9, dtype=np.intp)),
+                     ("lr", np.zeros(K - 1)), ("X", np.zeros((K, 4, 2), np.float32))]:
+        with pytest.raises(ValueError):
+            plan.train_with_optimizer(0, n_threads=2, **{**good, key: bad})
+    with pytest.raises(TypeError):
+        plan.train_with_optimizer(0, n_threads=2, **{**good, "optimizer": None})

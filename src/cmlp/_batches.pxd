@@ -2,6 +2,7 @@
 from cython cimport floating
 
 from cmlp._maths cimport Net
+from cmlp._optim cimport Update
 
 
 cdef inline void work_bounds(Py_ssize_t m, Py_ssize_t width_sum, Py_ssize_t n_in,
@@ -18,6 +19,16 @@ cdef Py_ssize_t epoch(const Net* net, floating[::1] params, floating[::1] grads,
                       floating[::1] storage, const floating[:, ::1] X, const floating[:, ::1] Y,
                       const Py_ssize_t[::1] order, Py_ssize_t batch_size, int loss,
                       bint train, floating lr, double[::1] losses, bint* bad_row) noexcept nogil
+cdef Py_ssize_t stepped_epoch(const Net* net, floating[::1] params, floating[::1] grads,
+                              floating[::1] storage, const floating[:, ::1] X,
+                              const floating[:, ::1] Y, const double[::1] weights,
+                              double[::1] batch_weights, const Py_ssize_t[::1] order,
+                              Py_ssize_t batch_size, int loss, double alpha,
+                              const Update* update, double lr, floating[::1] first_state,
+                              floating[::1] second_state, Py_ssize_t* steps,
+                              double[::1] losses, double[::1] shares,
+                              bint* bad_row) noexcept nogil
+cdef double numpy_sum(const double* a, Py_ssize_t n) noexcept nogil
 cdef Py_ssize_t sparse_epoch(const Net* net, floating[::1] params, floating[::1] grads,
                              floating[::1] storage, const floating[::1] data,
                              const int[::1] indices, const Py_ssize_t[::1] indptr,

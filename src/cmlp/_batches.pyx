@@ -22,8 +22,10 @@ from libc.string cimport memcpy
 cimport numpy as cnp
 import numpy as np
 
-from cmlp._maths cimport (LOSS_ONLY, TRAIN, Net, all_finite, forward, forward_loss,
-                          sparse_pass, train_step)
+from cmlp._maths cimport (LOSS_ONLY, TRAIN, Net, add_weight_penalty, all_finite, forward,
+                          forward_loss, loss_and_backward, sparse_pass, train_step,
+                          weighted_loss_and_backward)
+from cmlp._optim cimport Update, apply_update
 
 cnp.import_array()
 
@@ -144,6 +146,104 @@ cdef Py_ssize_t epoch(const Net* net, floating[::1] params, floating[::1] grads,
         if train and not isfinite(value):
             break
     return batch
+
+
+cdef Py_ssize_t stepped_epoch(const Net* net, floating[::1] params, floating[::1] grads,
+                              floating[::1] storage, const floating[:, ::1] X,
+                              const floating[:, ::1] Y, const double[::1] weights,
+                              double[::1] batch_weights, const Py_ssize_t[::1] order,
+                              Py_ssize_t batch_size, int loss, double alpha,
+                              const Update* update, double lr, floating[::1] first_state,
+                              floating[::1] second_state, Py_ssize_t* steps,
+                              double[::1] losses, double[::1] shares,
+                              bint* bad_row) noexcept nogil:
+    """The batches of one epoch, each followed by an optimizer's update: the
+    numbers of MLP.fit's epoch with any optimizer (training.py's stepped
+    epoch: the gradients of the batch's mean loss, or of its weighted mean
+    with weights, plus scikit-learn's penalty with alpha, then the step), in
+    one call.
+
+    IN X, Y, order as epoch takes them; weights (n,): each sample's weight,
+    or empty: none; update, lr: the optimizer. INOUT params; the optimizer's
+    state and its step count. OUT losses[b], shares[b]: batch b's loss (with
+    the penalty) and its samples (with weights, their summed weight, summed
+    as NumPy sums); batch_weights, grads, storage: work. Stops after the
+    first batch whose loss is not finite, before its update, and before a
+    batch with an index outside X (setting bad_row). Returns the number of
+    batches run.
+    """
+    cdef Py_ssize_t n = X.shape[0], k = net.layers[net.L - 1].n_out
+    cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0, i
+    cdef Py_ssize_t ends[4]
+    cdef bint logits = net.logits, weighted = weights.shape[0] != 0
+    cdef floating[::1] A, D, Z, T
+    cdef double value, share, scale
+    while start < n:
+        m = min(batch_size, n - start)
+        if m != m_views:
+            work_bounds(m, net.width, net.layers[0].n_in, k, logits, ends)
+            A = storage[:ends[0]]
+            D = storage[ends[0]:ends[1]]
+            Z = storage[ends[1]:ends[2]]
+            T = storage[ends[2]:ends[3]]
+            m_views = m
+        if not _gather_batch(X, Y, order, start, m, A, T):
+            bad_row[0] = True
+            break
+        if order.shape[0] != 0 and start + m < n:
+            _prefetch_batch(X, Y, order, start + m, min(batch_size, n - start - m))
+        forward(net, m, params, A, Z, logits)
+        if weighted:
+            for i in range(m):
+                batch_weights[i] = weights[order[start + i] if order.shape[0] != 0 else start + i]
+            value = weighted_loss_and_backward(net, m, params, grads, A, D, Z, T,
+                                               batch_weights[:m], loss)
+            share = numpy_sum(&batch_weights[0], m)
+        else:
+            value = loss_and_backward(net, m, params, grads, A, D, Z, T, loss)
+            share = <double>m
+        if alpha > 0 and share > 0:
+            scale = alpha / share
+            value += 0.5 * scale * add_weight_penalty(net, params, grads, <floating>scale)
+        losses[batch] = value
+        shares[batch] = share
+        batch += 1
+        start += m
+        if not isfinite(value):   # MLP.fit makes no update after such a batch
+            break
+        apply_update(update, params, grads, first_state, second_state, steps[0], lr)
+        steps[0] += 1
+    return batch
+
+
+cdef double numpy_sum(const double* a, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n]) with NumPy's bits: its pairwise summation (eight running
+    sums over blocks of at most 128 entries, halves above), which
+    ``numpy.sum`` of a contiguous float64 array takes."""
+    cdef Py_ssize_t i, j, half
+    cdef double r[8]
+    cdef double res
+    if n < 8:
+        res = 0.
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        for j in range(8):
+            r[j] = a[j]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += a[i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    half = n // 2
+    half -= half % 8
+    return numpy_sum(a, half) + numpy_sum(a + half, n - half)
 
 
 cdef bint gather_csr(const floating[::1] data, const int[::1] indices,

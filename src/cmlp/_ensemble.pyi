@@ -23,6 +23,19 @@ class Plan:
               order: NDArray[np.intp] | None, batch_size: int, lr: NDArray[np.float64] | None,
               losses: NDArray[np.float64], ran: NDArray[np.intp], totals: NDArray[np.float64],
               n_threads: int) -> None: ...
+    def train_with_optimizer(self, loss: int, params: NDArray[np.floating[Any]],
+                             grads: NDArray[np.floating[Any]],
+                             storage: NDArray[np.floating[Any]], X: NDArray[np.floating[Any]],
+                             Y: NDArray[np.floating[Any]], weights: NDArray[np.float64] | None,
+                             weighted: NDArray[np.intc] | None,
+                             batch_weights: NDArray[np.float64],
+                             order: NDArray[np.intp] | None, batch_size: int, alpha: float,
+                             optimizer: tuple[Any, ...], lr: NDArray[np.float64],
+                             first_state: NDArray[np.floating[Any]],
+                             second_state: NDArray[np.floating[Any]], steps: NDArray[np.intp],
+                             losses: NDArray[np.float64], shares: NDArray[np.float64],
+                             ran: NDArray[np.intp], totals: NDArray[np.float64],
+                             n_threads: int) -> None: ...
     def predict(self, params: NDArray[np.floating[Any]], storage: NDArray[np.floating[Any]],
                 X: NDArray[np.floating[Any]], out: NDArray[np.floating[Any]],
                 n_threads: int) -> None: ...

@@ -22,13 +22,15 @@ indices) with the GIL held before any nogil code reads it; the Python layer
 from cython cimport floating
 from cython.parallel cimport prange
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport INFINITY
 from libc.string cimport memcpy
 
 cimport numpy as cnp
 import numpy as np
 
-from cmlp._batches cimport epoch
+from cmlp._batches cimport epoch, stepped_epoch
 from cmlp._maths cimport Layer, Net, forward, net_init
+from cmlp._optim cimport Update, adam_update, sgd_update
 from cmlp._maths import ACTIVATIONS as _ACTIVATIONS
 from cmlp._maths import LOSS_NEEDS as _LOSS_NEEDS
 from cmlp._maths import LOSSES as _LOSSES
@@ -59,6 +61,8 @@ cdef extern from "_ensemble_tiny.h":
 
 # The order of a pass that takes each model's samples as they come: no indices.
 _NO_ORDER = np.empty((1 << 16, 0), dtype=np.intp)
+# The weights of a pass without them.
+_NO_WEIGHTS = np.empty((1 << 16, 0))
 # A bound on the threads a call asks OpenMP for, whatever n_threads says.
 cdef Py_ssize_t MAX_THREADS = 256
 cdef int SOFTMAX_CODE = _ACTIVATIONS["softmax"]
@@ -222,8 +226,99 @@ cdef class Plan:
         with batch_size 1, float64 and a tiny network (tiny), the vectorised
         kernel; else _batches.epoch on the model's slices, as MLP's engine runs it.
         """
-        cdef Py_ssize_t K, n, nb, P = self.n_params
+        cdef Py_ssize_t K, n
         cdef bint train_pass = lr is not None
+        if lr is None:
+            lr = np.zeros(_dim(params, 0) if cnp.PyArray_Check(params) else 0)
+        order = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
+                                 losses, ran, totals, n_threads)
+        K = _dim(params, 0)
+        n = _dim(X, 1)
+        if K == 0:
+            return
+        n_threads = <int>min(n_threads, K, MAX_THREADS)   # never more threads than models
+        if train_pass and self.tiny(loss, batch_size):
+            self._net.loss = loss
+            _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
+                        _VARIANT_INDEX.get(_vector_variant(), 0))
+        elif self._typenum == cnp.NPY_DOUBLE:
+            _train_models[double](&self._layout, loss, self.n_params, params, grads, storage, X,
+                                  Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
+        else:
+            _train_models[float](&self._layout, loss, self.n_params, params, grads, storage, X,
+                                 Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
+        _totals(losses, ran, n, batch_size, totals)
+
+    def train_with_optimizer(self, int loss, params, grads, storage, X, Y, weights, weighted,
+                             batch_weights, order, Py_ssize_t batch_size, double alpha,
+                             optimizer, lr, first_state, second_state, steps, losses,
+                             shares, ran, totals, int n_threads):
+        """train, each batch followed by an optimizer's step (MLP.fit's epoch
+        with momentum, weight decay, Adam, sample weights or alpha), in one call.
+
+        As train, and: weights (K, n) float64, each model's sample weights,
+        or None; weighted (K,) intc: whether model k takes its weights (0:
+        the unweighted mean, as MLP.fit takes equal weights); batch_weights
+        (K, >= batch_size) float64: work; alpha: scikit-learn's penalty (>= 0);
+        optimizer: ("sgd", momentum, dampening, nesterov, weight_decay) or
+        ("adam", beta1, beta2, eps, weight_decay, decoupled), as cmlp.SGD and
+        cmlp.Adam check them; first_state, second_state (K, >= n_params):
+        each model's optimizer state (SGD's momentum buffer; Adam's moments),
+        steps (K,) intp: the steps each optimizer made, both INOUT. OUT shares
+        (K, number of batches) float64: each batch's samples or summed weight;
+        totals: the sum of each model's batch losses times their shares.
+        """
+        cdef Py_ssize_t K, n, P = self.n_params
+        cdef Update update = _update_of(optimizer)
+        if not alpha >= 0:
+            raise ValueError("alpha must be >= 0")
+        order = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
+                                 losses, ran, totals, n_threads)
+        K = _dim(params, 0)
+        n = _dim(X, 1)
+        for name, state in (("first_state", first_state), ("second_state", second_state)):
+            _check(state, self._typenum, 2, name)
+            _writable(state, name)
+            if _dim(state, 0) != K or _dim(state, 1) < P:
+                raise ValueError(f"{name} must be of shape ({K}, >= {P})")
+        _check(steps, cnp.NPY_INTP, 1, "steps")
+        _writable(steps, "steps")
+        _check(shares, cnp.NPY_DOUBLE, 2, "shares")
+        _writable(shares, "shares")
+        _check(batch_weights, cnp.NPY_DOUBLE, 2, "batch_weights")
+        _writable(batch_weights, "batch_weights")
+        if (_dim(steps, 0) != K or _dim(shares, 0) != K or _dim(shares, 1) != _dim(losses, 1)
+                or _dim(batch_weights, 0) != K or _dim(batch_weights, 1) < batch_size):
+            raise ValueError("the shapes of the buffers do not agree")
+        if weights is None:
+            weights = _NO_WEIGHTS[:K] if K <= _dim(_NO_WEIGHTS, 0) else np.empty((K, 0))
+            weighted = np.zeros(K, dtype=np.intc)
+        else:
+            _check(weights, cnp.NPY_DOUBLE, 2, "weights")
+            _check(weighted, cnp.NPY_INT, 1, "weighted")
+            if _dim(weights, 0) != K or _dim(weights, 1) != n or _dim(weighted, 0) != K:
+                raise ValueError(f"weights must be None or of shape ({K}, {n}), "
+                                 f"with weighted of shape ({K},)")
+        if K == 0:
+            return
+        n_threads = <int>min(n_threads, K, MAX_THREADS)
+        if self._typenum == cnp.NPY_DOUBLE:
+            _train_models_stepped[double](&self._layout, loss, P, params, grads, storage, X, Y,
+                                          weights, weighted, batch_weights, order, batch_size, alpha,
+                                          &update, lr, first_state, second_state, steps,
+                                          losses, shares, ran, n_threads)
+        else:
+            _train_models_stepped[float](&self._layout, loss, P, params, grads, storage, X, Y,
+                                         weights, weighted, batch_weights, order, batch_size, alpha,
+                                         &update, lr, first_state, second_state, steps,
+                                         losses, shares, ran, n_threads)
+        _weighted_totals(losses, shares, ran, totals)
+
+    cdef object _check_pass(self, int loss, params, grads, storage, X, Y, order,
+                            Py_ssize_t batch_size, lr, losses, ran, totals, int n_threads):
+        """What every training pass reads, checked; returns the order the
+        kernels take (a checked private copy, or the empty order)."""
+        cdef Py_ssize_t K, n, nb, P = self.n_params
         if loss < 0 or loss > CROSS_ENTROPY_CODE:
             raise ValueError(f"unknown loss code {loss}")
         if _LOSS_NEEDS_CODES.get(loss, self._codes[self._L - 1]) != self._codes[self._L - 1]:
@@ -242,8 +337,6 @@ cdef class Plan:
         _writable(losses, "losses")
         _writable(ran, "ran")
         _writable(totals, "totals")
-        if lr is None:
-            lr = np.zeros(_dim(params, 0))
         _check(lr, cnp.NPY_DOUBLE, 1, "lr")
         K = _dim(params, 0)
         n = _dim(X, 1)
@@ -260,33 +353,19 @@ cdef class Plan:
                 or _dim(lr, 0) != K or _dim(losses, 0) != K or _dim(losses, 1) != nb
                 or _dim(ran, 0) != K or _dim(totals, 0) != K):
             raise ValueError("the shapes of the buffers do not agree")
-        if order is None:
-            order = _NO_ORDER if K <= _dim(_NO_ORDER, 0) else np.empty((K, 0), dtype=np.intp)
-            order = order[:K]
-        else:
-            _check(order, cnp.NPY_INTP, 2, "order")
-            if _dim(order, 0) != K or _dim(order, 1) != n:
-                raise ValueError(f"order must be None or of shape ({K}, {n})")
-            # A private copy, checked: the kernels read it by index.
-            order = np.array(order, dtype=np.intp, copy=True)
-            if order.min() < 0 or order.max() >= n:
-                raise ValueError(f"order must hold row indices in [0, {n})")
         if n_threads < 1:
             raise ValueError("n_threads must be >= 1")
-        if K == 0:
-            return
-        n_threads = <int>min(n_threads, K, MAX_THREADS)   # never more threads than models
-        if train_pass and self.tiny(loss, batch_size):
-            self._net.loss = loss
-            _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
-                        _VARIANT_INDEX.get(_vector_variant(), 0))
-        elif self._typenum == cnp.NPY_DOUBLE:
-            _train_models[double](&self._layout, loss, P, params, grads, storage, X,
-                                  Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
-        else:
-            _train_models[float](&self._layout, loss, P, params, grads, storage, X,
-                                 Y, order, batch_size, lr, train_pass, losses, ran, n_threads)
-        _totals(losses, ran, n, batch_size, totals)
+        if order is None:
+            order = _NO_ORDER if K <= _dim(_NO_ORDER, 0) else np.empty((K, 0), dtype=np.intp)
+            return order[:K]
+        _check(order, cnp.NPY_INTP, 2, "order")
+        if _dim(order, 0) != K or _dim(order, 1) != n:
+            raise ValueError(f"order must be None or of shape ({K}, {n})")
+        # A private copy, checked: the kernels read it by index.
+        order = np.array(order, dtype=np.intp, copy=True)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order must hold row indices in [0, {n})")
+        return order
 
     def predict(self, params, storage, X, out, int n_threads):
         """OUT out (K, n, n_out): each model's forward pass of its own X[k]
@@ -330,6 +409,39 @@ cdef void _totals(const double[:, ::1] losses, const Py_ssize_t[::1] ran, Py_ssi
         totals[k] = total
 
 
+cdef void _weighted_totals(const double[:, ::1] losses, const double[:, ::1] shares,
+                           const Py_ssize_t[::1] ran, double[::1] totals) noexcept:
+    # As training.py's stepped epoch adds them: total += loss * share, batch by batch.
+    cdef Py_ssize_t k, b
+    cdef double total
+    for k in range(losses.shape[0]):
+        total = 0
+        for b in range(ran[k]):
+            total += losses[k, b] * shares[k, b]
+        totals[k] = total
+
+
+cdef Update _update_of(optimizer) except *:
+    """The Update of ("sgd", momentum, dampening, nesterov, weight_decay) or
+    ("adam", beta1, beta2, eps, weight_decay, decoupled), in the ranges
+    cmlp.SGD and cmlp.Adam admit."""
+    cdef tuple spec = tuple(optimizer)
+    if len(spec) == 5 and spec[0] == "sgd":
+        momentum, dampening, weight_decay = float(spec[1]), float(spec[2]), float(spec[4])
+        if not (0 <= momentum < 1 and 0 <= dampening <= 1 and 0 <= weight_decay < INFINITY):
+            raise ValueError(f"SGD hyperparameters out of range: {spec!r}")
+        return sgd_update(momentum, dampening, bool(spec[3]), weight_decay)
+    if len(spec) == 6 and spec[0] == "adam":
+        beta1, beta2, eps, weight_decay = (float(spec[1]), float(spec[2]), float(spec[3]),
+                                           float(spec[4]))
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and 0 < eps < INFINITY
+                and 0 <= weight_decay < INFINITY):
+            raise ValueError(f"Adam hyperparameters out of range: {spec!r}")
+        return adam_update(beta1, beta2, eps, weight_decay, bool(spec[5]))
+    raise ValueError(f"optimizer must be ('sgd', momentum, dampening, nesterov, weight_decay) "
+                     f"or ('adam', beta1, beta2, eps, weight_decay, decoupled), got {spec!r}")
+
+
 cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1] params,
                         floating[:, ::1] grads, floating[:, ::1] storage, const floating[:, :, ::1] X,
                         const floating[:, :, ::1] Y, const Py_ssize_t[:, ::1] order,
@@ -342,6 +454,31 @@ cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1]
             ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
                            order[k], batch_size, loss, train_pass, <floating>lr[k],
                            losses[k], <bint*>&bad[k])
+    if np.asarray(bad).any():
+        raise RuntimeError("order was changed during the call: an index left [0, n)")
+
+
+cdef void _train_models_stepped(const Net* net, int loss, Py_ssize_t P,
+                                floating[:, ::1] params, floating[:, ::1] grads,
+                                floating[:, ::1] storage, const floating[:, :, ::1] X,
+                                const floating[:, :, ::1] Y, const double[:, ::1] weights,
+                                const int[::1] weighted, double[:, ::1] batch_weights,
+                                const Py_ssize_t[:, ::1] order,
+                                Py_ssize_t batch_size, double alpha, const Update* update,
+                                const double[::1] lr, floating[:, ::1] first_state,
+                                floating[:, ::1] second_state, Py_ssize_t[::1] steps,
+                                double[:, ::1] losses, double[:, ::1] shares,
+                                Py_ssize_t[::1] ran, int n_threads) except *:
+    cdef Py_ssize_t k, K = params.shape[0]
+    cdef int[::1] bad = np.zeros(K, dtype=np.intc)
+    with nogil:
+        for k in prange(K, num_threads=n_threads, schedule="static"):
+            ran[k] = stepped_epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
+                                   weights[k, :weights.shape[1] if weighted[k] else 0],
+                                   batch_weights[k], order[k], batch_size, loss,
+                                   alpha, update, lr[k], first_state[k, :P],
+                                   second_state[k, :P], &steps[k], losses[k], shares[k],
+                                   <bint*>&bad[k])
     if np.asarray(bad).any():
         raise RuntimeError("order was changed during the call: an index left [0, n)")
 

@@ -110,6 +110,61 @@ cdef void _adam_update(floating[::1] params, const floating[::1] grads,
         params[i] = p + neg_step_size * (mi / denom)
 
 
+cdef Update sgd_update(double momentum, double dampening, bint nesterov,
+                       double weight_decay) noexcept:
+    """SGD's hyperparameters, as checked by SGD.__init__."""
+    cdef Update update
+    update.kind = SGD_UPDATE
+    update.momentum = momentum
+    update.keep = 1 - dampening
+    update.weight_decay = weight_decay
+    update.nesterov = nesterov
+    update.beta1 = update.beta2 = update.eps = 0
+    update.decoupled = False
+    return update
+
+
+cdef Update adam_update(double beta1, double beta2, double eps, double weight_decay,
+                        bint decoupled) noexcept:
+    """Adam's hyperparameters, as checked by Adam.__init__."""
+    cdef Update update
+    update.kind = ADAM_UPDATE
+    update.momentum = update.keep = 0
+    update.nesterov = False
+    update.weight_decay = weight_decay
+    update.beta1 = beta1
+    update.beta2 = beta2
+    update.eps = eps
+    update.decoupled = decoupled
+    return update
+
+
+cdef void apply_update(const Update* update, floating[::1] params, const floating[::1] grads,
+                       floating[::1] first_state, floating[::1] second_state,
+                       Py_ssize_t steps, double lr) noexcept nogil:
+    """The step after ``steps`` earlier ones: INOUT params and the state (SGD's
+    momentum buffer first_state; Adam's moments first_state, second_state).
+
+    The scalars are worked out in double precision as PyTorch does in
+    Python, then rounded once to the buffers' dtype: every caller (SGD.step,
+    Adam.step, the ensemble's epochs) takes the same bits from here.
+    """
+    cdef double t, step_size, bias2_sqrt, l2, decay
+    if update.kind == SGD_UPDATE:
+        _sgd_update(params, grads, first_state, <floating>lr, <floating>update.momentum,
+                    <floating>update.keep, <floating>update.weight_decay, update.nesterov,
+                    steps == 0)
+        return
+    t = <double>(steps + 1)
+    step_size = lr / (1 - pow(update.beta1, t))
+    bias2_sqrt = pow(1 - pow(update.beta2, t), 0.5)
+    l2 = 0 if update.decoupled else update.weight_decay
+    decay = 1 - lr * update.weight_decay if update.decoupled else 1
+    _adam_update(params, grads, first_state, second_state, <floating>(1 - update.beta1),
+                 <floating>update.beta2, <floating>(1 - update.beta2), <floating>update.eps,
+                 <floating>l2, <floating>decay, <floating>bias2_sqrt, <floating>-step_size)
+
+
 # ---------------------------------------------------------------------------
 # The optimizers: checked hyperparameters, state allocated once
 # ---------------------------------------------------------------------------
@@ -174,6 +229,10 @@ cdef class _Optimizer:
     cdef bint _double
     cdef double[::1] _p64, _g64
     cdef float[::1] _p32, _g32
+    cdef Update _update
+    # The state apply_update reads: SGD's momentum buffer twice, Adam's moments.
+    cdef double[::1] _first64, _second64
+    cdef float[::1] _first32, _second32
     _state_names = ()
 
     cdef Py_ssize_t _size   # entries of params, grads and each state array
@@ -232,6 +291,24 @@ cdef class _Optimizer:
         raise TypeError("an optimizer holds references to a network's buffers and cannot be "
                         "pickled; save its state_dict() instead")
 
+    def step(self):
+        """Update ``params`` in place from ``grads``: one compiled pass."""
+        if self._double:
+            with nogil:
+                apply_update(&self._update, self._p64, self._g64, self._first64,
+                             self._second64, self.steps, self._lr)
+        else:
+            with nogil:
+                apply_update(&self._update, self._p32, self._g32, self._first32,
+                             self._second32, self.steps, self._lr)
+        self.steps += 1
+
+    cdef void _bind_state(self, first, second):
+        if self._double:
+            self._first64, self._second64 = first, second
+        else:
+            self._first32, self._second32 = first, second
+
 
 cdef class SGD(_Optimizer):
     """Stochastic gradient descent with momentum, exactly as :class:`torch.optim.SGD`.
@@ -271,8 +348,6 @@ cdef class SGD(_Optimizer):
     cdef readonly object momentum_buffer
     cdef readonly double momentum, dampening, weight_decay
     cdef readonly bint nesterov
-    cdef double[::1] _b64
-    cdef float[::1] _b32
     _state_names = ("momentum_buffer",)
 
     def __init__(self, params, grads, lr=0.01, momentum=0.0, dampening=0.0,
@@ -285,24 +360,9 @@ cdef class SGD(_Optimizer):
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
         self.momentum_buffer = np.zeros(self._size if self.momentum else 0, dtype=dtype)
-        if self._double:
-            self._b64 = self.momentum_buffer
-        else:
-            self._b32 = self.momentum_buffer
-
-    def step(self):
-        """Update ``params`` in place from ``grads``: one compiled pass."""
-        cdef bint first = self.steps == 0
-        if self._double:
-            with nogil:
-                _sgd_update(self._p64, self._g64, self._b64, self._lr, self.momentum,
-                            1 - self.dampening, self.weight_decay, self.nesterov, first)
-        else:
-            with nogil:
-                _sgd_update(self._p32, self._g32, self._b32, <float>self._lr,
-                            <float>self.momentum, <float>(1 - self.dampening),
-                            <float>self.weight_decay, self.nesterov, first)
-        self.steps += 1
+        self._update = sgd_update(self.momentum, self.dampening, self.nesterov,
+                                  self.weight_decay)
+        self._bind_state(self.momentum_buffer, self.momentum_buffer)
 
     def __repr__(self):
         return (f"SGD(lr={self._lr!r}, momentum={self.momentum!r}, dampening={self.dampening!r}, "
@@ -340,8 +400,6 @@ cdef class Adam(_Optimizer):
     cdef readonly object exp_avg, exp_avg_sq
     cdef readonly double beta1, beta2, eps, weight_decay
     cdef readonly bint decoupled_weight_decay
-    cdef double[::1] _m64, _v64
-    cdef float[::1] _m32, _v32
     _state_names = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, grads, lr=0.001, betas=(0.9, 0.999), eps=1e-8,
@@ -360,37 +418,14 @@ cdef class Adam(_Optimizer):
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self.exp_avg = np.zeros(self._size, dtype=dtype)
         self.exp_avg_sq = np.zeros(self._size, dtype=dtype)
-        if self._double:
-            self._m64, self._v64 = self.exp_avg, self.exp_avg_sq
-        else:
-            self._m32, self._v32 = self.exp_avg, self.exp_avg_sq
+        self._update = adam_update(self.beta1, self.beta2, self.eps, self.weight_decay,
+                                   self.decoupled_weight_decay)
+        self._bind_state(self.exp_avg, self.exp_avg_sq)
 
     @property
     def betas(self):
         """``(beta1, beta2)``."""
         return (self.beta1, self.beta2)
-
-    def step(self):
-        """Update ``params`` in place from ``grads``: one compiled pass."""
-        # The scalars are worked out in double precision as PyTorch does in
-        # Python, then rounded once to the buffers' dtype.
-        cdef double t = <double>(self.steps + 1)
-        cdef double step_size = self._lr / (1 - pow(self.beta1, t))
-        cdef double bias2_sqrt = pow(1 - pow(self.beta2, t), 0.5)
-        cdef double l2 = 0 if self.decoupled_weight_decay else self.weight_decay
-        cdef double decay = 1 - self._lr * self.weight_decay if self.decoupled_weight_decay else 1
-        if self._double:
-            with nogil:
-                _adam_update(self._p64, self._g64, self._m64, self._v64,
-                             1 - self.beta1, self.beta2, 1 - self.beta2, self.eps,
-                             l2, decay, bias2_sqrt, -step_size)
-        else:
-            with nogil:
-                _adam_update(self._p32, self._g32, self._m32, self._v32,
-                             <float>(1 - self.beta1), <float>self.beta2, <float>(1 - self.beta2),
-                             <float>self.eps, <float>l2, <float>decay, <float>bias2_sqrt,
-                             <float>-step_size)
-        self.steps += 1
 
     def __repr__(self):
         return (f"Adam(lr={self._lr!r}, betas={self.betas!r}, eps={self.eps!r}, "

@@ -7,15 +7,17 @@ cores (``_ensemble``). Each model gets exactly the bits that
 :class:`cmlp.MLP` would give it alone with the same seed, data, order and
 learning rate.
 
-What it leaves out, for now: optimizers other than plain SGD (momentum, Adam,
-L-BFGS), sample weights, the L2 penalty, callbacks, sparse input and a
-training call running in another thread at the same time (the ensemble has
-no lock: share it between threads only to read).
+What it leaves out: L-BFGS (full-batch, driven from SciPy a model at a time),
+sparse input, and a training call running in another thread at the same time
+(the ensemble has no lock: share it between threads only to read).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+import time
+import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +26,14 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from cmlp import _ensemble
 from cmlp._kernels import ACTIVATIONS, LOSSES, shuffled_order
-from cmlp._validation import check_learning_rate, parameter_count
+from cmlp._optim import SGD, Adam
+from cmlp._validation import check_learning_rate, is_sparse, parameter_count
 from cmlp.network import MLP
+from cmlp.training import (DEFAULT_LR, LBFGS, _check_alpha, _check_sample_weight, _Progress,
+                           _warn_if_targets_unreachable)
 
 __all__ = ["MLPEnsemble", "EnsembleHistory"]
 
-#: fit's learning rate when none is given, as MLP.fit's plain SGD
-DEFAULT_LR = 0.01
 
 
 @dataclass
@@ -207,30 +210,68 @@ class MLPEnsemble:
         return self._run(X, Y, None, X.shape[1], self._rates(lr), self._loss_code(loss))[0][:, 0]
 
     def fit(self, X: ArrayLike, Y: ArrayLike, *, epochs: int = 1, batch_size: int = 32,
-            lr: float | ArrayLike | None = None, loss: str = "mse", shuffle: bool = True,
+            lr: float | ArrayLike | None = None, loss: str = "mse",
+            optimizer: str | SGD | Adam = "sgd", momentum: float = 0.0, nesterov: bool = False,
+            weight_decay: float = 0.0, shuffle: bool = True,
             seed: int | Sequence[int] | None = None, sample_indices: ArrayLike | None = None,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None,
-            early_stopping: int | None = None) -> EnsembleHistory:
-        """Mini-batch SGD on every model at once; returns an :class:`cmlp.EnsembleHistory`.
+            early_stopping: int | None = None,
+            callbacks: Sequence[Callable[[int, EnsembleHistory], bool | None]] = (),
+            verbose: bool = False, sample_weight: ArrayLike | None = None,
+            alpha: float = 0.0) -> EnsembleHistory:
+        """Mini-batch training of every model at once; returns an :class:`cmlp.EnsembleHistory`.
 
         Model k trains as ``MLP.fit(X_k, Y_k, epochs=..., batch_size=...,
-        lr=lr[k], loss=..., shuffle=..., seed=seed[k], validation_data=...,
-        early_stopping=...)`` would (plain SGD), bit for bit, where X_k is
-        ``X[k]`` for per-model data (``X`` of shape ``(K, n, n_in)``), else the
-        shared ``X`` (``(n, n_in)``), or its rows ``sample_indices[k]`` (a
-        ``(K, m)`` array of row indices: bootstrap samples, subsets). A
-        model whose validation loss has not improved for ``early_stopping``
-        epochs stops and keeps its best epoch's parameters, while the others
-        go on; one that diverges is put back to that epoch's start and
-        stopped (``MLP.fit`` raises instead).
+        lr=lr[k], loss=..., optimizer=..., momentum=..., nesterov=...,
+        weight_decay=..., shuffle=..., seed=seed[k], validation_data=...,
+        early_stopping=..., sample_weight=w_k, alpha=...)`` would, bit for
+        bit, where X_k is ``X[k]`` for per-model data (``X`` of shape ``(K,
+        n, n_in)``), else the shared ``X`` (``(n, n_in)``), or its rows
+        ``sample_indices[k]`` (a ``(K, m)`` array of row indices: bootstrap
+        samples, subsets); w_k likewise ``sample_weight[k]`` (``(K, n)``)
+        or the shared ``sample_weight`` (``(n,)``), taken at the same rows.
+        The arguments mean what they mean for :meth:`cmlp.MLP.fit`, and:
+
+        * ``lr`` may hold one rate per model (K floats);
+        * ``optimizer`` is ``"sgd"`` or ``"adam"`` by name, or a
+          :class:`cmlp.SGD` or :class:`cmlp.Adam` over any buffers whose
+          hyperparameters (its ``lr`` too, unless ``lr`` is given as well:
+          an error) every model's own optimizer takes, each starting from
+          zero state; its own state is left alone. ``"lbfgs"`` is not
+          offered: it is full-batch and driven from SciPy, a model at a time
+          (``models[k]`` gives an ``MLP`` to fit with it);
+        * a model whose validation loss has not improved for
+          ``early_stopping`` epochs stops and keeps its best epoch's
+          parameters, while the others go on;
+        * a model that diverges is put back to that epoch's start and
+          stopped, and the others go on (``MLP.fit`` raises instead);
+        * ``callbacks`` are called as ``callback(epoch, history)`` after
+          each epoch; one returning True stops every model (stop reason
+          ``"callback"``); ``verbose`` shows MLP.fit's status line with
+          the mean loss over the models still training.
+
+        Plain SGD (no momentum, weight decay, sample weights or alpha) takes
+        each epoch in one compiled call per epoch for all models, and the
+        vectorised kernel for tiny networks; the other settings take, per
+        epoch, one compiled call that runs each batch's gradients and the
+        optimizer's step for every model. ``X`` must be dense.
         """
         epochs = _count("epochs", epochs, 0)
         batch_size = _count("batch_size", batch_size, 1)
         code = self._loss_code(loss)
         K = self.n_models
-        rates = self._rates(DEFAULT_LR if lr is None else lr)
+        spec, rate = _optimizer_spec(optimizer, lr, momentum, nesterov, weight_decay)
+        rates = self._rates(rate)
+        alpha = _check_alpha(alpha)
+        if is_sparse(X):
+            raise TypeError("MLPEnsemble.fit takes dense X; for sparse data, fit the models "
+                            "one by one (ensemble.models[k] is an MLP, whose fit takes it)")
+        shared_rows = None if np.ndim(X) == 3 else len(X)
         X, Y = self._per_model(X, Y, sample_indices)
         n = X.shape[1]
+        weights = _per_model_weights(sample_weight, K, n, shared_rows, sample_indices)
+        if n:
+            _warn_if_targets_unreachable(self._prototype, Y, loss, stacklevel=3)
         if n == 0:
             raise ValueError("X holds no samples")
         batch_size = min(batch_size, n)
@@ -247,6 +288,9 @@ class MLPEnsemble:
             early_stopping = _count("early_stopping", early_stopping, 1)
             if validation_data is None:
                 raise ValueError("early_stopping needs validation_data to watch")
+        callbacks = _check_callbacks(callbacks)
+        progress = _Progress(epochs) if verbose else None
+        epoch_pass = _EpochPass(self, X, Y, weights, batch_size, rates, code, spec, alpha)
         order = np.empty((K, n), dtype=np.intp) if shuffle else None
         active = np.ones(K, dtype=bool)
         history = EnsembleHistory(np.full((epochs, K), np.nan),
@@ -260,20 +304,17 @@ class MLPEnsemble:
                 history.loss = history.loss[:epoch]
                 history.val_loss = history.val_loss[:epoch]
                 break
+            started = time.perf_counter()
             start = self._params.copy()
             if order is not None:
                 for k in np.flatnonzero(active):
                     shuffled_order(order[k], rngs[k])
             idx = np.flatnonzero(active)
-            sub = slice(None) if idx.size == K else idx
-            params = self._params if idx.size == K else self._params[idx]
-            _, ran, totals = self._run(X[sub], Y[sub], None if order is None else order[sub],
-                                       batch_size, rates[sub], code, params)
-            if idx.size != K:
-                self._params[idx] = params
+            ran, totals = epoch_pass.run(idx, order)
             n_batches = -(-n // batch_size)
             finite = np.isfinite(self._params[idx]).all(axis=1)
             diverged = (ran < n_batches) | ~np.isfinite(totals) | ~finite
+            sub = slice(None) if idx.size == K else idx
             if validation_data is not None:
                 val = self._evaluate(X_val[sub], Y_val[sub], batch_size, code, self._params[idx])
                 diverged |= ~np.isfinite(val)
@@ -290,7 +331,7 @@ class MLPEnsemble:
                     if history.best_epoch[k] == epoch:
                         history.best_epoch[k] = -1
                     continue
-                history.loss[epoch, k] = totals[j] / n
+                history.loss[epoch, k] = totals[j] / epoch_pass.total_weight[k]
                 if val is not None:
                     history.val_loss[epoch, k] = val[j]
                 if early_stopping is not None:
@@ -304,6 +345,20 @@ class MLPEnsemble:
                         if since_best[k] >= early_stopping:
                             history.stop_reason[k] = "early_stopping"
                             active[k] = False
+            if progress is not None:
+                progress.update(epoch, _mean_of_epoch(history, epoch, idx),
+                                idx.size * n / max(time.perf_counter() - started, 1e-9))
+            so_far = dataclasses.replace(history, loss=history.loss[:epoch + 1],
+                                         val_loss=history.val_loss[:epoch + 1])
+            if callbacks and any([callback(epoch, so_far) is True for callback in callbacks]):
+                for k in np.flatnonzero(active):
+                    history.stop_reason[k] = "callback"
+                active[:] = False
+                history.loss = history.loss[:epoch + 1]
+                history.val_loss = history.val_loss[:epoch + 1]
+                break
+        if progress is not None:
+            progress.close()
         if best is not None:
             keep = history.best_epoch >= 0
             self._params[keep] = best[keep]
@@ -506,6 +561,150 @@ class _Models(Sequence[MLP]):
 
 #: each model's row of the stacked buffers starts on its own cache line
 _ALIGNMENT = 64
+
+
+class _EpochPass:
+    """One epoch of the models still training, in one compiled call: plain
+    SGD's fused epoch, or each batch's gradients followed by an optimizer's
+    step, whose state (one row a model) lives from epoch to epoch here."""
+
+    def __init__(self, ensemble, X, Y, weights, batch_size, rates, code, spec, alpha):
+        K, n = X.shape[0], X.shape[1]
+        self.ensemble, self.X, self.Y = ensemble, X, Y
+        self.batch_size, self.rates, self.code = batch_size, rates, code
+        self.spec, self.alpha = spec, alpha
+        self.weights, self.weighted = weights if weights is not None else (None, None)
+        # MLP.fit's denominator of an epoch's loss: the samples, or their summed weight
+        self.total_weight = np.full(K, float(n))
+        if self.weights is not None:
+            for k in np.flatnonzero(self.weighted):
+                self.total_weight[k] = float(self.weights[k].sum())
+        plain_sgd = spec[0] == "sgd" and spec[1] == 0 and spec[4] == 0
+        self.fused = plain_sgd and self.weights is None and alpha == 0
+        if not self.fused:
+            P = ensemble._n_params
+            self.first_state = np.zeros((K, P), dtype=ensemble.dtype)
+            self.second_state = (np.zeros((K, P), dtype=ensemble.dtype) if spec[0] == "adam"
+                                 else self.first_state)
+            self.steps = np.zeros(K, dtype=np.intp)
+            self.batch_weights = np.empty((K, batch_size))
+            self.shares = np.empty((K, -(-n // batch_size)))
+
+    def run(self, idx, order):
+        """One epoch of the models idx, in place; returns (batches run, loss totals)."""
+        ens = self.ensemble
+        whole = idx.size == self.X.shape[0]
+        sub = slice(None) if whole else idx
+        params = ens._params if whole else ens._params[idx]
+        X, Y = self.X[sub], self.Y[sub]
+        order = None if order is None else order[sub]
+        if self.fused:
+            _, ran, totals = ens._run(X, Y, order, self.batch_size, self.rates[sub], self.code,
+                                      params)
+        else:
+            first, second, steps = (self.first_state[sub], self.second_state[sub],
+                                    self.steps[sub])
+            K = idx.size
+            ran, totals = ens._counts(K)
+            n_batches = self.shares.shape[1]
+            ens._plan.train_with_optimizer(
+                self.code, params, ens._grads[:K], ens._work(self.batch_size, K), X, Y,
+                None if self.weights is None else self.weights[sub],
+                None if self.weights is None else self.weighted[sub],
+                self.batch_weights[:K], order, self.batch_size, self.alpha, self.spec,
+                self.rates[sub], first, second, steps, np.empty((K, n_batches)),
+                self.shares[:K], ran, totals, ens._n_threads)
+            if not whole:
+                self.first_state[idx], self.steps[idx] = first, steps
+                if self.second_state is not self.first_state:
+                    self.second_state[idx] = second
+        if not whole:
+            ens._params[idx] = params
+        return ran, totals
+
+
+def _optimizer_spec(optimizer, lr, momentum, nesterov, weight_decay):
+    """(the compiled epoch's optimizer tuple, the learning rate) from fit's
+    arguments, checked as MLP.fit checks them (by building the optimizer)."""
+    if isinstance(optimizer, (SGD, Adam)):
+        if lr is not None or momentum != 0 or nesterov or weight_decay != 0:
+            raise ValueError("with an optimizer object, set lr, momentum, nesterov and "
+                             "weight_decay on it rather than on fit")
+        template = optimizer
+    elif isinstance(optimizer, LBFGS) or optimizer == "lbfgs":
+        raise ValueError("MLPEnsemble.fit offers 'sgd' and 'adam'; L-BFGS is full-batch and "
+                         "driven from SciPy a model at a time: fit ensemble.models[k] with it")
+    elif optimizer == "sgd":
+        template = SGD(_NOTHING, _NOTHING, lr=DEFAULT_LR["sgd"], momentum=momentum,
+                       nesterov=nesterov, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        if momentum != 0 or nesterov:
+            raise ValueError("momentum and nesterov belong to SGD; for Adam's betas pass "
+                             "a cmlp.Adam(..., betas=...) as optimizer")
+        template = Adam(_NOTHING, _NOTHING, lr=DEFAULT_LR["adam"], weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd', 'adam' or a cmlp.SGD / cmlp.Adam, "
+                         f"got {optimizer!r}")
+    if isinstance(template, SGD):
+        spec = ("sgd", template.momentum, template.dampening, template.nesterov,
+                template.weight_decay)
+    else:
+        spec = ("adam", template.beta1, template.beta2, template.eps, template.weight_decay,
+                template.decoupled_weight_decay)
+    return spec, template.lr if lr is None else lr
+
+
+# The buffers of the optimizers built only to check fit's hyperparameters.
+_NOTHING = np.zeros(0)
+
+
+def _per_model_weights(sample_weight, K, n, shared_rows, sample_indices):
+    """(weights (K, n) float64, weighted (K,) intc) as the compiled epoch reads
+    them, or None: no model has weights. A model whose weights are all equal
+    is marked unweighted, as MLP.fit takes such weights (the unweighted bits)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 1:
+        if shared_rows is None:
+            raise ValueError(f"with per-model X, sample_weight must be of shape ({K}, {n})")
+        if w.shape[0] != shared_rows:
+            raise ValueError(f"sample_weight must hold one weight per row of X ({shared_rows}),"
+                             f" got shape {w.shape}")
+        w = w[np.asarray(sample_indices)] if sample_indices is not None \
+            else np.broadcast_to(w, (K, n))
+    if w.shape != (K, n):
+        raise ValueError(f"sample_weight must be of shape (n,) for a shared X or ({K}, {n}), "
+                         f"got {np.shape(sample_weight)}")
+    weights = np.empty((K, n))
+    weighted = np.zeros(K, dtype=np.intc)
+    for k in range(K):
+        checked = _check_sample_weight(w[k], n)
+        if checked is not None:
+            weights[k] = checked
+            weighted[k] = 1
+    return (weights, weighted) if weighted.any() else None
+
+
+def _check_callbacks(callbacks):
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables, got {callback!r}")
+    return callbacks
+
+
+def _mean_of_epoch(history, epoch, idx):
+    """What the status line shows of an epoch: the mean over the models that ran it."""
+    def mean(rows):
+        values = rows[epoch, idx] if len(rows) > epoch else np.empty(0)
+        values = values[np.isfinite(values)]
+        return [float(values.mean())] if values.size else []
+    loss = mean(history.loss)
+    return types.SimpleNamespace(loss=loss or [float("nan")], val_loss=mean(history.val_loss))
 
 
 def _aligned_rows(K, width, dtype):

@@ -719,7 +719,7 @@ _OUTPUT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math
                   "softmax": (0.0, 1.0)}
 
 
-def _warn_if_targets_unreachable(net, Y, loss):
+def _warn_if_targets_unreachable(net, Y, loss, stacklevel=4):
     """Warn when targets lie where the output activation never goes.
 
     Training would fit them badly, and silently.
@@ -736,7 +736,7 @@ def _warn_if_targets_unreachable(net, Y, loss):
         f"only reaches [{low:g}, {high:g}]: the network cannot fit them. For regression on "
         "unbounded targets use an 'identity' output layer, e.g. "
         "cmlp.MLP(sizes, activation=[..., 'identity']), or rescale the targets into that range.",
-        UserWarning, stacklevel=4)
+        UserWarning, stacklevel=stacklevel)
 
 
 def _unpack_validation(validation_data):
