@@ -1067,7 +1067,7 @@ class MLPEnsembleRegressor(RegressorMixin, _MLPEnsembleEstimator):
         return_std : bool, default False
             Also return the standard deviation of the networks' predictions
             (over the networks, ``ddof=0``), as
-            :meth:`sklearn.gaussian_process.GaussianProcessRegressor.predict` does.
+            ``sklearn.gaussian_process.GaussianProcessRegressor.predict`` does.
 
         Returns
         -------
