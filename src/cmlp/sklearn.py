@@ -834,10 +834,9 @@ _ENSEMBLE_ATTRIBUTES_DOC = """
         Epochs each network ran: ``max_iter``, or fewer for a network that
         ``early_stopping`` stopped.
     loss_curve_ : list of list of float
-        Each network's training loss after each of its epochs
-        (``loss_curve_[k]`` holds ``n_iter_[k]`` values), the loss the
-        network minimises, as :class:`MLPRegressor`'s and
-        :class:`MLPClassifier`'s ``loss_curve_``.
+        Each network's training loss in each of its epochs, as
+        :meth:`cmlp.MLP.fit`'s ``History.loss`` records it
+        (``loss_curve_[k]`` holds ``n_iter_[k]`` values).
     validation_loss_curve_ : list of list of float or None
         With ``early_stopping``, each network's held-out loss after each of
         its epochs; else None.
@@ -847,10 +846,19 @@ _ENSEMBLE_ATTRIBUTES_DOC = """
         Their names, when ``X`` had string column names (a pandas DataFrame).
 """
 
-_ENSEMBLE_FIT_DOC = """
-        Trains the ``n_estimators`` networks in one :meth:`cmlp.MLPEnsemble.fit`
-        call (from scratch: there is no ``warm_start``), each on its own sample
-        of the rows.
+def _documented(doc):
+    """Give a method the docstring ``doc``, built from parts (a literal joined by + is no
+    docstring: Python leaves ``__doc__`` None)."""
+    def document(method):
+        method.__doc__ = doc
+        return method
+    return document
+
+
+_ENSEMBLE_FIT_DOC = """Train the ``n_estimators`` networks, each on its own sample of the rows.
+
+        All in one :meth:`cmlp.MLPEnsemble.fit` call, from scratch (there is no
+        ``warm_start``).
 
         Parameters
         ----------
@@ -861,7 +869,8 @@ _ENSEMBLE_FIT_DOC = """
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
 
         Raises
         ------
@@ -901,6 +910,7 @@ class _MLPEnsembleEstimator(BaseEstimator):
         self.dtype = dtype
 
     def fit(self, X, y):
+        """Train every network (documented on the estimators: _ENSEMBLE_FIT_DOC)."""
         try:
             return self._fit(X, y)
         except BaseException:
@@ -1039,7 +1049,7 @@ class MLPEnsembleRegressor(RegressorMixin, _MLPEnsembleEstimator):
     >>> from cmlp.sklearn import MLPEnsembleRegressor
     >>> X, y = make_regression(n_samples=200, n_features=5, noise=1, random_state=0)
     >>> model = MLPEnsembleRegressor(8, (32,), learning_rate_init=0.01, max_iter=300,
-    ...                              momentum=0, alpha=0, random_state=0).fit(X, y / 100)
+    ...                              random_state=0).fit(X, y / 100)
     >>> model.ensemble_
     MLPEnsemble(8, [5, 32, 1], activation=['relu', 'identity'], dtype=float64)
     >>> mean, std = model.predict(X[:3], return_std=True)
@@ -1053,9 +1063,8 @@ class MLPEnsembleRegressor(RegressorMixin, _MLPEnsembleEstimator):
     _loss = "half_sse"
     _validation_options = {"multi_output": True, "y_numeric": True}
 
+    @_documented(_ENSEMBLE_FIT_DOC)
     def fit(self, X, y):
-        """Train the networks, each on its sample of the rows; returns self.
-""" + _ENSEMBLE_FIT_DOC + """        """
         return super().fit(X, y)
 
     def predict(self, X, return_std=False):
@@ -1119,8 +1128,8 @@ class MLPEnsembleClassifier(ClassifierMixin, _MLPEnsembleEstimator):
     >>> from sklearn.datasets import load_iris
     >>> from cmlp.sklearn import MLPEnsembleClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> model = MLPEnsembleClassifier(5, (16,), learning_rate_init=0.05, max_iter=300,
-    ...                               momentum=0, alpha=0, random_state=0).fit(X, y)
+    >>> model = MLPEnsembleClassifier(5, (16,), learning_rate_init=0.01, max_iter=300,
+    ...                               random_state=0).fit(X, y)
     >>> model.predict_proba(X[:2]).shape
     (2, 3)
     >>> bool(model.score(X, y) > 0.95)
@@ -1131,9 +1140,8 @@ class MLPEnsembleClassifier(ClassifierMixin, _MLPEnsembleEstimator):
     _loss = "cross_entropy"
     _validation_options = {"multi_output": True}   # for the error that refuses multi-label y
 
+    @_documented(_ENSEMBLE_FIT_DOC)
     def fit(self, X, y):
-        """Train the networks, each on its sample of the rows; returns self.
-""" + _ENSEMBLE_FIT_DOC + """        """
         return super().fit(X, y)
 
     def predict_proba(self, X):
