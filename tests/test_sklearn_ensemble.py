@@ -347,7 +347,7 @@ def test_the_threads_change_no_number():
     (dict(bootstrap=False, max_samples=121), "max_samples"),
     (dict(bootstrap="yes"), "bootstrap"),
     (dict(solver="lbfgs"), "solver"), (dict(activation="softmax"), "activation"),
-    (dict(learning_rate_init=0), "learning_rate_init"), (dict(momentum=1.5), "momentum"),
+    (dict(learning_rate_init=0), "learning_rate_init"), (dict(momentum=1.0), "momentum"),
     (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
     (dict(max_iter=0), "max_iter"), (dict(n_threads=0), "n_threads"),
     (dict(hidden_layer_sizes=(4, 0)), "hidden_layer_sizes"),

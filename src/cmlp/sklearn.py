@@ -783,7 +783,7 @@ _ENSEMBLE_PARAMETERS_DOC = """
         Seeds the initial weights, the shuffling, the samples and the
         validation split.
     momentum : float, default 0.9
-        SGD momentum, in [0, 1].
+        SGD momentum, in [0, 1) (PyTorch's SGD takes no 1).
     nesterovs_momentum : bool, default True
         Nesterov momentum for SGD (with ``momentum > 0``).
     bootstrap : bool, default True
@@ -976,8 +976,8 @@ class _MLPEnsembleEstimator(BaseEstimator):
         else:
             momentum = self.momentum
             if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real) \
-                    or not 0 <= momentum <= 1:
-                raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
+                    or not 0 <= momentum < 1:
+                raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
             if momentum > 0:
                 options["momentum"] = float(momentum)
                 options["nesterov"] = bool(self.nesterovs_momentum)
