@@ -399,3 +399,22 @@ def test_the_optimizers_compiled_door_checks_what_it_is_given():
             plan.train_with_optimizer(0, n_threads=2, **{**good, key: bad})
     with pytest.raises(TypeError):
         plan.train_with_optimizer(0, n_threads=2, **{**good, "optimizer": None})
+
+
+def test_pickle_and_deepcopy_keep_every_model():
+    import copy
+    import pickle
+    rng = np.random.default_rng(12)
+    ens = MLPEnsemble(3, [2, 4, 1], ["tanh", "sigmoid"], np.float32, seed=[5, 6, 7], n_threads=1)
+    ens.train_step(*_data(rng, 3, 5, 2, 1, np.float32), lr=0.3)
+    for again in (pickle.loads(pickle.dumps(ens)), copy.deepcopy(ens)):
+        assert again.params.tobytes() == ens.params.tobytes()
+        assert again.seeds == ens.seeds and again.n_threads == 1
+        assert again.activation == ens.activation and again.dtype == ens.dtype
+        X = rng.standard_normal((4, 2))
+        assert np.array_equal(again.predict(X), ens.predict(X))
+    name, args = ens.__reduce__()[0], list(ens.__reduce__()[1])
+    for position, bad in [(3, np.zeros((3, 2), np.float32)), (3, np.zeros((2, 17), np.float32)),
+                          (3, np.zeros((3, 17))), (0, [2, -4, 1]), (1, ["bogus", "sigmoid"])]:
+        with pytest.raises((ValueError, TypeError)):
+            name(*(args[:position] + [bad] + args[position + 1:]))

@@ -404,11 +404,24 @@ class MLPEnsemble:
             dtype = str(f["dtype"])
             params = np.asarray(f["params"])
             seeds = [int(s) for s in f["seeds"]]
+        return cls._from_parts(sizes, activation, dtype, params, seeds, n_threads)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # What save() writes: the compiled plan is rebuilt from the architecture,
+        # and unpickling checks every part as load() does.
+        return (MLPEnsemble._from_parts, (list(self._sizes), list(self._activations),
+                                          self._dtype.name, self.params.copy(),
+                                          list(self.seeds), self._n_threads))
+
+    @classmethod
+    def _from_parts(cls, sizes, activation, dtype, params, seeds, n_threads):
+        params = np.asarray(params)
+        seeds = [int(s) for s in seeds]
         if params.ndim != 2 or params.shape[0] < 1 or params.shape[0] != len(seeds):
-            raise ValueError("the file's params must be (n_models, n_params), one seed per model")
+            raise ValueError("params must be (n_models, n_params), with one seed per model")
         ens = cls(1, sizes, activation, dtype, seed=[0], n_threads=n_threads)
         if params.shape[1] != ens._n_params or params.dtype != ens.dtype:
-            raise ValueError("the file's params do not match its architecture")
+            raise ValueError("params do not match the architecture")
         ens._params = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)
         ens.params[:] = params
         ens._grads = _aligned_rows(params.shape[0], params.shape[1], ens.dtype)

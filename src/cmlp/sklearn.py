@@ -1013,19 +1013,6 @@ class _MLPEnsembleEstimator(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.ensemble_.predict(X)
 
-    # MLPEnsemble's compiled plan does not pickle: the networks travel as their parameters.
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        if "ensemble_" in state:
-            state["ensemble_"] = _EnsembleState.of(state["ensemble_"])
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        if isinstance(state.get("ensemble_"), _EnsembleState):
-            state["ensemble_"] = state["ensemble_"].ensemble(state.get("n_threads"))
-        super().__setstate__(state)
-
 
 class MLPEnsembleRegressor(RegressorMixin, _MLPEnsembleEstimator):
     __doc__ = ("""Bagging of cmlp regressors: K networks trained together by :class:`cmlp.MLPEnsemble`.
@@ -1228,28 +1215,6 @@ def _check_hidden(hidden_layer_sizes):
     for size in sizes:
         _check_int("hidden_layer_sizes entries", size, 1)
     return [int(size) for size in sizes]
-
-
-@dataclass
-class _EnsembleState:
-    """What an :class:`cmlp.MLPEnsemble` is made of, as pickle takes it."""
-
-    layer_sizes: tuple
-    activation: tuple
-    dtype: str
-    seeds: list
-    params: np.ndarray
-
-    @classmethod
-    def of(cls, ensemble):
-        return cls(ensemble.layer_sizes, ensemble.activation, ensemble.dtype.name,
-                   list(ensemble.seeds), ensemble.params.copy())
-
-    def ensemble(self, n_threads):
-        ensemble = MLPEnsemble(len(self.seeds), list(self.layer_sizes), list(self.activation),
-                               dtype=self.dtype, seed=self.seeds, n_threads=n_threads)
-        ensemble.params[:] = self.params
-        return ensemble
 
 
 def _forget_fitted(estimator):
