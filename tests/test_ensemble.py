@@ -418,3 +418,40 @@ def test_pickle_and_deepcopy_keep_every_model():
                           (3, np.zeros((3, 17))), (0, [2, -4, 1]), (1, ["bogus", "sigmoid"])]:
         with pytest.raises((ValueError, TypeError)):
             name(*(args[:position] + [bad] + args[position + 1:]))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_shared_X_is_read_in_place_not_copied_per_model(optimizer):
+    # 200 models on one 0.8 MB data set, with bootstrap samples and validation data:
+    # a copy per model would be 160 MB; the data are read where they lie (each model
+    # has its own buffers for one batch: 200 x 32 rows).
+    import tracemalloc
+    rng = np.random.default_rng(13)
+    K, n = 200, 2000
+    X = rng.standard_normal((n, 50))
+    Y = rng.uniform(0, 1, (n, 1))
+    boot = rng.integers(0, n, (K, n))
+    ens = MLPEnsemble(K, [50, 4, 1], seed=0, n_threads=1)
+    tracemalloc.start()
+    try:
+        ens.fit(X, Y, epochs=1, batch_size=32, optimizer=optimizer, sample_indices=boot,
+                validation_data=(X, Y), early_stopping=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6, peak
+
+
+def test_per_model_weights_of_a_shared_X_weigh_its_rows():
+    rng = np.random.default_rng(14)
+    K, n = 3, 17
+    X = rng.standard_normal((n, 2))
+    Y = rng.uniform(0, 1, n)
+    w = rng.uniform(0, 1, (K, n))
+    ens = MLPEnsemble(K, [2, 3, 1], seed=[0, 1, 2])
+    history = ens.fit(X, Y, epochs=2, batch_size=4, momentum=0.5, sample_weight=w, seed=[3, 4, 5])
+    for k in range(K):
+        net = cmlp.MLP([2, 3, 1], seed=k)
+        h = net.fit(X, Y, epochs=2, batch_size=4, momentum=0.5, sample_weight=w[k], seed=3 + k)
+        assert np.array_equal(ens.params[k], net.params)
+        assert list(history.loss[:, k]) == h.loss

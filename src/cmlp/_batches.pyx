@@ -109,13 +109,17 @@ cdef Py_ssize_t epoch(const Net* net, floating[::1] params, floating[::1] grads,
     turn), and the epoch stops after the first batch whose loss is not
     finite; without, each takes the forward pass and the loss alone.
 
-    IN X (n, n_in), Y (n, n_out), order (see _gather_batch); INOUT params;
-    OUT losses[b]: the loss of batch b; the work buffers, laid out in storage
-    as Engine._resize lays them out for the batch's size (the last batch of
-    an epoch may be smaller). Stops before a batch with an index outside X
-    (setting bad_row). Returns the number of batches run.
+    IN X (rows, n_in), Y (rows, n_out), order (see _gather_batch): the
+    epoch's samples are the rows order lists (any number of them, rows
+    repeated or left out: an ensemble's bootstrap samples of a shared X), or
+    every row in turn when it is empty; INOUT params; OUT losses[b]: the
+    loss of batch b; the work buffers, laid out in storage as Engine._resize
+    lays them out for the batch's size (the last batch of an epoch may be
+    smaller). Stops before a batch with an index outside X (setting
+    bad_row). Returns the number of batches run.
     """
-    cdef Py_ssize_t n = X.shape[0], k = net.layers[net.L - 1].n_out
+    cdef Py_ssize_t n = order.shape[0] if order.shape[0] != 0 else X.shape[0]
+    cdef Py_ssize_t k = net.layers[net.L - 1].n_out
     cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0
     cdef Py_ssize_t ends[4]
     cdef bint logits = net.logits
@@ -163,7 +167,7 @@ cdef Py_ssize_t stepped_epoch(const Net* net, floating[::1] params, floating[::1
     with weights, plus scikit-learn's penalty with alpha, then the step), in
     one call.
 
-    IN X, Y, order as epoch takes them; weights (n,): each sample's weight,
+    IN X, Y, order as epoch takes them; weights (rows,): each row's weight,
     or empty: none; update, lr: the optimizer. INOUT params; the optimizer's
     state and its step count. OUT losses[b], shares[b]: batch b's loss (with
     the penalty) and its samples (with weights, their summed weight, summed
@@ -172,7 +176,8 @@ cdef Py_ssize_t stepped_epoch(const Net* net, floating[::1] params, floating[::1
     batch with an index outside X (setting bad_row). Returns the number of
     batches run.
     """
-    cdef Py_ssize_t n = X.shape[0], k = net.layers[net.L - 1].n_out
+    cdef Py_ssize_t n = order.shape[0] if order.shape[0] != 0 else X.shape[0]
+    cdef Py_ssize_t k = net.layers[net.L - 1].n_out
     cdef Py_ssize_t start = 0, m, m_views = 0, batch = 0, i
     cdef Py_ssize_t ends[4]
     cdef bint logits = net.logits, weighted = weights.shape[0] != 0

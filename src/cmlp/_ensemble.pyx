@@ -211,16 +211,19 @@ cdef class Plan:
 
     def train(self, int loss, params, grads, storage, X, Y, order, Py_ssize_t batch_size,
               lr, losses, ran, totals, int n_threads):
-        """Train every model on its own data for one pass over it, in one call.
+        """Train every model on its data for one pass over it, in one call.
 
-        IN X, Y; order (K, n) intp: the rows each model takes, in turn (or
-        None: 0 .. n-1); lr (K,) float64, or None: evaluate, no update.
-        INOUT params. OUT grads, storage: work; losses (K, number of
-        batches) float64: each batch's loss before its update; ran (K,)
-        intp: the batches each model ran (a model stops after a batch whose
-        loss is not finite, as MLP.fit's epoch does); totals (K,) float64:
-        the sum of each model's batch losses, each times its batch's size, in
-        batch order (as Engine.train_epoch returns it).
+        IN X (K, rows, n_in) and Y (K, rows, n_out): each model's own rows,
+        or X (1, rows, n_in) and Y (1, rows, n_out): rows every model shares;
+        order (K, n) intp: the n samples each model takes, in turn, as rows
+        (any number of them, rows repeated or left out: bootstrap samples of
+        shared rows), or None: every row in turn, n = rows; lr (K,) float64,
+        or None: evaluate, no update. INOUT params. OUT grads, storage: work;
+        losses (K, number of batches) float64: each batch's loss before its
+        update; ran (K,) intp: the batches each model ran (a model stops
+        after a batch whose loss is not finite, as MLP.fit's epoch does);
+        totals (K,) float64: the sum of each model's batch losses, each times
+        its batch's size, in batch order (as Engine.train_epoch returns it).
 
         Each model takes, batch after batch, the step MLP.train_step takes:
         with batch_size 1, float64 and a tiny network (tiny), the vectorised
@@ -230,16 +233,15 @@ cdef class Plan:
         cdef bint train_pass = lr is not None
         if lr is None:
             lr = np.zeros(_dim(params, 0) if cnp.PyArray_Check(params) else 0)
-        order = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
-                                 losses, ran, totals, n_threads)
+        order, n = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
+                                    losses, ran, totals, n_threads)
         K = _dim(params, 0)
-        n = _dim(X, 1)
         if K == 0:
             return
         n_threads = <int>min(n_threads, K, MAX_THREADS)   # never more threads than models
         if train_pass and self.tiny(loss, batch_size):
             self._net.loss = loss
-            _train_tiny(&self._net, params, X, Y, order, lr, losses, ran, n_threads,
+            _train_tiny(&self._net, params, X, Y, order, n, lr, losses, ran, n_threads,
                         _VARIANT_INDEX.get(_vector_variant(), 0))
         elif self._typenum == cnp.NPY_DOUBLE:
             _train_models[double](&self._layout, loss, self.n_params, params, grads, storage, X,
@@ -256,26 +258,26 @@ cdef class Plan:
         """train, each batch followed by an optimizer's step (MLP.fit's epoch
         with momentum, weight decay, Adam, sample weights or alpha), in one call.
 
-        As train, and: weights (K, n) float64, each model's sample weights,
-        or None; weighted (K,) intc: whether model k takes its weights (0:
-        the unweighted mean, as MLP.fit takes equal weights); batch_weights
-        (K, >= batch_size) float64: work; alpha: scikit-learn's penalty (>= 0);
-        optimizer: ("sgd", momentum, dampening, nesterov, weight_decay) or
-        ("adam", beta1, beta2, eps, weight_decay, decoupled), as cmlp.SGD and
-        cmlp.Adam check them; first_state, second_state (K, >= n_params):
-        each model's optimizer state (SGD's momentum buffer; Adam's moments),
-        steps (K,) intp: the steps each optimizer made, both INOUT. OUT shares
-        (K, number of batches) float64: each batch's samples or summed weight;
+        As train, and: weights (K, rows) float64, each model's weight of each
+        row, or (1, rows): weights the models share, or None; weighted (K,)
+        intc: whether model k takes its weights (0: the unweighted mean, as
+        MLP.fit takes equal weights); batch_weights (K, >= batch_size)
+        float64: work; alpha: scikit-learn's penalty (>= 0); optimizer:
+        ("sgd", momentum, dampening, nesterov, weight_decay) or ("adam",
+        beta1, beta2, eps, weight_decay, decoupled), as cmlp.SGD and cmlp.Adam
+        check them; first_state, second_state (K, >= n_params): each model's
+        optimizer state (SGD's momentum buffer; Adam's moments), steps (K,)
+        intp: the steps each optimizer made, both INOUT. OUT shares (K,
+        number of batches) float64: each batch's samples or summed weight;
         totals: the sum of each model's batch losses times their shares.
         """
-        cdef Py_ssize_t K, n, P = self.n_params
+        cdef Py_ssize_t K, P = self.n_params
         cdef Update update = _update_of(optimizer)
         if not alpha >= 0:
             raise ValueError("alpha must be >= 0")
-        order = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
-                                 losses, ran, totals, n_threads)
+        order, _ = self._check_pass(loss, params, grads, storage, X, Y, order, batch_size, lr,
+                                    losses, ran, totals, n_threads)
         K = _dim(params, 0)
-        n = _dim(X, 1)
         for name, state in (("first_state", first_state), ("second_state", second_state)):
             _check(state, self._typenum, 2, name)
             _writable(state, name)
@@ -291,34 +293,36 @@ cdef class Plan:
                 or _dim(batch_weights, 0) != K or _dim(batch_weights, 1) < batch_size):
             raise ValueError("the shapes of the buffers do not agree")
         if weights is None:
-            weights = _NO_WEIGHTS[:K] if K <= _dim(_NO_WEIGHTS, 0) else np.empty((K, 0))
+            weights = _NO_WEIGHTS[:1]
             weighted = np.zeros(K, dtype=np.intc)
         else:
             _check(weights, cnp.NPY_DOUBLE, 2, "weights")
             _check(weighted, cnp.NPY_INT, 1, "weighted")
-            if _dim(weights, 0) != K or _dim(weights, 1) != n or _dim(weighted, 0) != K:
-                raise ValueError(f"weights must be None or of shape ({K}, {n}), "
+            if (_dim(weights, 0) not in (1, K) or _dim(weights, 1) != _dim(X, 1)
+                    or _dim(weighted, 0) != K):
+                raise ValueError(f"weights must be None or of shape ({K} or 1, {_dim(X, 1)}), "
                                  f"with weighted of shape ({K},)")
         if K == 0:
             return
         n_threads = <int>min(n_threads, K, MAX_THREADS)
         if self._typenum == cnp.NPY_DOUBLE:
             _train_models_stepped[double](&self._layout, loss, P, params, grads, storage, X, Y,
-                                          weights, weighted, batch_weights, order, batch_size, alpha,
-                                          &update, lr, first_state, second_state, steps,
+                                          weights, weighted, batch_weights, order, batch_size,
+                                          alpha, &update, lr, first_state, second_state, steps,
                                           losses, shares, ran, n_threads)
         else:
             _train_models_stepped[float](&self._layout, loss, P, params, grads, storage, X, Y,
-                                         weights, weighted, batch_weights, order, batch_size, alpha,
-                                         &update, lr, first_state, second_state, steps,
+                                         weights, weighted, batch_weights, order, batch_size,
+                                         alpha, &update, lr, first_state, second_state, steps,
                                          losses, shares, ran, n_threads)
         _weighted_totals(losses, shares, ran, totals)
 
-    cdef object _check_pass(self, int loss, params, grads, storage, X, Y, order,
-                            Py_ssize_t batch_size, lr, losses, ran, totals, int n_threads):
+    cdef tuple _check_pass(self, int loss, params, grads, storage, X, Y, order,
+                           Py_ssize_t batch_size, lr, losses, ran, totals, int n_threads):
         """What every training pass reads, checked; returns the order the
-        kernels take (a checked private copy, or the empty order)."""
-        cdef Py_ssize_t K, n, nb, P = self.n_params
+        kernels take (a checked private copy, or the empty order) and the
+        samples each model takes in the pass."""
+        cdef Py_ssize_t K, rows, n, nb, P = self.n_params
         if loss < 0 or loss > CROSS_ENTROPY_CODE:
             raise ValueError(f"unknown loss code {loss}")
         if _LOSS_NEEDS_CODES.get(loss, self._codes[self._L - 1]) != self._codes[self._L - 1]:
@@ -339,17 +343,24 @@ cdef class Plan:
         _writable(totals, "totals")
         _check(lr, cnp.NPY_DOUBLE, 1, "lr")
         K = _dim(params, 0)
-        n = _dim(X, 1)
+        rows = _dim(X, 1)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if n < 1:
+        if order is None:
+            n = rows
+        else:
+            _check(order, cnp.NPY_INTP, 2, "order")
+            n = _dim(order, 1)
+            if _dim(order, 0) != K:
+                raise ValueError(f"order must be None or of shape ({K}, n)")
+        if n < 1 or rows < 1:
             raise ValueError("X must hold at least one sample per model")
         nb = n // batch_size + (n % batch_size != 0)
         if (_dim(params, 1) < P or _dim(grads, 0) != K or _dim(grads, 1) < P
                 or _dim(storage, 0) != K
                 or _dim(storage, 1) < self._work_size(batch_size)
-                or _dim(X, 0) != K or _dim(X, 2) != self._n_in
-                or _dim(Y, 0) != K or _dim(Y, 1) != n or _dim(Y, 2) != self._n_out
+                or _dim(X, 0) not in (1, K) or _dim(X, 2) != self._n_in
+                or _dim(Y, 0) != _dim(X, 0) or _dim(Y, 1) != rows or _dim(Y, 2) != self._n_out
                 or _dim(lr, 0) != K or _dim(losses, 0) != K or _dim(losses, 1) != nb
                 or _dim(ran, 0) != K or _dim(totals, 0) != K):
             raise ValueError("the shapes of the buffers do not agree")
@@ -357,15 +368,12 @@ cdef class Plan:
             raise ValueError("n_threads must be >= 1")
         if order is None:
             order = _NO_ORDER if K <= _dim(_NO_ORDER, 0) else np.empty((K, 0), dtype=np.intp)
-            return order[:K]
-        _check(order, cnp.NPY_INTP, 2, "order")
-        if _dim(order, 0) != K or _dim(order, 1) != n:
-            raise ValueError(f"order must be None or of shape ({K}, {n})")
+            return order[:K], n
         # A private copy, checked: the kernels read it by index.
         order = np.array(order, dtype=np.intp, copy=True)
-        if order.size and (order.min() < 0 or order.max() >= n):
-            raise ValueError(f"order must hold row indices in [0, {n})")
-        return order
+        if order.size and (order.min() < 0 or order.max() >= rows):
+            raise ValueError(f"order must hold row indices in [0, {rows})")
+        return order, n
 
     def predict(self, params, storage, X, out, int n_threads):
         """OUT out (K, n, n_out): each model's forward pass of its own X[k]
@@ -448,12 +456,13 @@ cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1]
                         Py_ssize_t batch_size, const double[::1] lr, bint train_pass,
                         double[:, ::1] losses, Py_ssize_t[::1] ran, int n_threads) except *:
     cdef Py_ssize_t k, K = params.shape[0]
+    cdef bint shared = X.shape[0] == 1   # every model reads X[0] and Y[0]
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
-            ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
-                           order[k], batch_size, loss, train_pass, <floating>lr[k],
-                           losses[k], <bint*>&bad[k])
+            ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[0 if shared else k],
+                           Y[0 if shared else k], order[k], batch_size, loss, train_pass,
+                           <floating>lr[k], losses[k], <bint*>&bad[k])
     if np.asarray(bad).any():
         raise RuntimeError("order was changed during the call: an index left [0, n)")
 
@@ -470,11 +479,14 @@ cdef void _train_models_stepped(const Net* net, int loss, Py_ssize_t P,
                                 double[:, ::1] losses, double[:, ::1] shares,
                                 Py_ssize_t[::1] ran, int n_threads) except *:
     cdef Py_ssize_t k, K = params.shape[0]
+    cdef bint shared = X.shape[0] == 1, shared_weights = weights.shape[0] == 1
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
         for k in prange(K, num_threads=n_threads, schedule="static"):
-            ran[k] = stepped_epoch(net, params[k, :P], grads[k, :P], storage[k], X[k], Y[k],
-                                   weights[k, :weights.shape[1] if weighted[k] else 0],
+            ran[k] = stepped_epoch(net, params[k, :P], grads[k, :P], storage[k],
+                                   X[0 if shared else k], Y[0 if shared else k],
+                                   weights[0 if shared_weights else k,
+                                           :weights.shape[1] if weighted[k] else 0],
                                    batch_weights[k], order[k], batch_size, loss,
                                    alpha, update, lr[k], first_state[k, :P],
                                    second_state[k, :P], &steps[k], losses[k], shares[k],
@@ -484,11 +496,12 @@ cdef void _train_models_stepped(const Net* net, int loss, Py_ssize_t P,
 
 
 cdef void _train_tiny(cmlp_tiny_net* net, cnp.ndarray params, cnp.ndarray X, cnp.ndarray Y,
-                      cnp.ndarray order, cnp.ndarray lr, cnp.ndarray losses, cnp.ndarray ran,
-                      int n_threads, int variant) noexcept:
+                      cnp.ndarray order, Py_ssize_t n, cnp.ndarray lr, cnp.ndarray losses,
+                      cnp.ndarray ran, int n_threads, int variant) noexcept:
     # Raw pointers into the checked arrays: a typed memoryview of each would
-    # cost more than a thousand tiny models' step.
-    cdef Py_ssize_t K = cnp.PyArray_DIM(params, 0), n = cnp.PyArray_DIM(X, 1)
+    # cost more than a thousand tiny models' step. n: the steps of each model.
+    cdef Py_ssize_t K = cnp.PyArray_DIM(params, 0), n_rows = cnp.PyArray_DIM(X, 1)
+    cdef bint shared = cnp.PyArray_DIM(X, 0) == 1
     cdef Py_ssize_t blocks, b, m0, m1
     cdef double* p = <double*>cnp.PyArray_DATA(params)
     cdef const double* x = <const double*>cnp.PyArray_DATA(X)
@@ -503,20 +516,20 @@ cdef void _train_tiny(cmlp_tiny_net* net, cnp.ndarray params, cnp.ndarray X, cnp
     if cnp.PyArray_DIM(order, 1) != 0:
         rows = <const Py_ssize_t*>cnp.PyArray_DATA(order)
     strides[0] = cnp.PyArray_DIM(params, 1)
-    strides[1] = n * cnp.PyArray_DIM(X, 2)
-    strides[2] = n * cnp.PyArray_DIM(Y, 2)
+    strides[1] = 0 if shared else n_rows * cnp.PyArray_DIM(X, 2)
+    strides[2] = 0 if shared else n_rows * cnp.PyArray_DIM(Y, 2)
     strides[3] = cnp.PyArray_DIM(losses, 1)
     blocks = (K + CMLP_TINY_LANES - 1) // CMLP_TINY_LANES
     with nogil:
         if n_threads == 1 or blocks == 1:   # no parallel region to open and join
             for b in range(blocks):
-                kernel(net, b * CMLP_TINY_LANES, min((b + 1) * CMLP_TINY_LANES, K), p, x, y, n,
-                       rows, n, rates, out, counts, strides)
+                kernel(net, b * CMLP_TINY_LANES, min((b + 1) * CMLP_TINY_LANES, K), p, x, y,
+                       n_rows, rows, n, rates, out, counts, strides)
         else:
             for b in prange(blocks, num_threads=n_threads, schedule="static"):
                 m0 = b * CMLP_TINY_LANES
                 m1 = min(m0 + CMLP_TINY_LANES, K)
-                kernel(net, m0, m1, p, x, y, n, rows, n, rates, out, counts, strides)
+                kernel(net, m0, m1, p, x, y, n_rows, rows, n, rates, out, counts, strides)
 
 
 cdef void _predict_models(const Net* net, Py_ssize_t P,

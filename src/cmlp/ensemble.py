@@ -228,8 +228,9 @@ class MLPEnsemble:
         bit, where X_k is ``X[k]`` for per-model data (``X`` of shape ``(K,
         n, n_in)``), else the shared ``X`` (``(n, n_in)``), or its rows
         ``sample_indices[k]`` (a ``(K, m)`` array of row indices: bootstrap
-        samples, subsets); w_k likewise ``sample_weight[k]`` (``(K, n)``)
-        or the shared ``sample_weight`` (``(n,)``), taken at the same rows.
+        samples, subsets); w_k likewise ``sample_weight[k]`` (``(K, n)``,
+        or ``(K, m)`` for the samples of ``sample_indices``) or the shared
+        ``sample_weight`` (``(n,)``), taken at the same rows.
         The arguments mean what they mean for :meth:`cmlp.MLP.fit`, and:
 
         * ``lr`` may hold one rate per model (K floats);
@@ -254,7 +255,11 @@ class MLPEnsemble:
         each epoch in one compiled call per epoch for all models, and the
         vectorised kernel for tiny networks; the other settings take, per
         epoch, one compiled call that runs each batch's gradients and the
-        optimizer's step for every model. ``X`` must be dense.
+        optimizer's step for every model. ``X`` must be dense. A shared
+        ``X`` (and its bootstrap samples) is read in place by every model,
+        never copied per model; only per-sample weights of bootstrap samples
+        (``sample_weight`` of shape ``(K, m)`` with ``sample_indices``)
+        copy each model's sampled rows out.
         """
         epochs = _count("epochs", epochs, 0)
         batch_size = _count("batch_size", batch_size, 1)
@@ -266,10 +271,10 @@ class MLPEnsemble:
         if is_sparse(X):
             raise TypeError("MLPEnsemble.fit takes dense X; for sparse data, fit the models "
                             "one by one (ensemble.models[k] is an MLP, whose fit takes it)")
-        shared_rows = None if np.ndim(X) == 3 else len(X)
-        X, Y = self._per_model(X, Y, sample_indices)
-        n = X.shape[1]
-        weights = _per_model_weights(sample_weight, K, n, shared_rows, sample_indices)
+        X, Y = self._per_model(X, Y)
+        rows = self._sample_rows(sample_indices, X)
+        X, Y, rows, weights = _weighted_samples(X, Y, rows, sample_weight, K)
+        n = X.shape[1] if rows is None else rows.shape[1]   # each model's samples
         if n:
             _warn_if_targets_unreachable(self._prototype, Y, loss, stacklevel=3)
         if n == 0:
@@ -290,8 +295,11 @@ class MLPEnsemble:
                 raise ValueError("early_stopping needs validation_data to watch")
         callbacks = _check_callbacks(callbacks)
         progress = _Progress(epochs) if verbose else None
-        epoch_pass = _EpochPass(self, X, Y, weights, batch_size, rates, code, spec, alpha)
-        order = np.empty((K, n), dtype=np.intp) if shuffle else None
+        epoch_pass = _EpochPass(self, X, Y, n, weights, batch_size, rates, code, spec, alpha)
+        # Each epoch's samples as rows of X: the shuffled order, or the
+        # sample rows taken in it, or the sample rows as they come.
+        perm = np.empty((K, n), dtype=np.intp) if shuffle else None
+        order = perm if rows is None else (np.empty((K, n), dtype=np.intp) if shuffle else rows)
         active = np.ones(K, dtype=bool)
         history = EnsembleHistory(np.full((epochs, K), np.nan),
                                   np.full((epochs if validation_data is not None else 0, K),
@@ -306,23 +314,26 @@ class MLPEnsemble:
                 break
             started = time.perf_counter()
             start = self._params.copy()
-            if order is not None:
+            if perm is not None:
                 for k in np.flatnonzero(active):
-                    shuffled_order(order[k], rngs[k])
+                    shuffled_order(perm[k], rngs[k])
+                    if rows is not None:
+                        np.take(rows[k], perm[k], out=order[k])
             idx = np.flatnonzero(active)
             ran, totals = epoch_pass.run(idx, order)
             n_batches = -(-n // batch_size)
             finite = np.isfinite(self._params[idx]).all(axis=1)
             diverged = (ran < n_batches) | ~np.isfinite(totals) | ~finite
-            sub = slice(None) if idx.size == K else idx
             if validation_data is not None:
-                val = self._evaluate(X_val[sub], Y_val[sub], batch_size, code, self._params[idx])
+                val = self._evaluate(_models_of(X_val, idx), _models_of(Y_val, idx), batch_size,
+                                     code, self._params[idx])
                 diverged |= ~np.isfinite(val)
             else:
                 val = None
             if epoch == epochs - 1:   # the last update is checked by a pass, as MLP.fit does
-                out = self._predict_into(X[sub], self._params[idx])
-                diverged |= ~np.isfinite(out).all(axis=(1, 2))
+                diverged |= ~self._predicts_finite(_models_of(X, idx), self._params[idx],
+                                                   None if rows is None else rows[idx],
+                                                   batch_size)
             for j, k in enumerate(idx):
                 if diverged[j]:
                     self._params[k] = start[k]
@@ -466,10 +477,12 @@ class MLPEnsemble:
                              f" got {np.shape(X)}")
         return np.ascontiguousarray(X, dtype=self._dtype)
 
-    def _per_model(self, X, Y, sample_indices=None):
-        """X (K, n, n_in) and Y (K, n, n_out), C-contiguous, of the ensemble's dtype."""
+    def _per_model(self, X, Y):
+        """X (K, n, n_in) and Y (K, n, n_out), each model's own rows, or X (1,
+        n, n_in) and Y (1, n, n_out), rows every model shares (never copied
+        K times): C-contiguous, of the ensemble's dtype."""
         K, n_in, n_out = self.n_models, self._sizes[0], self._sizes[-1]
-        if (sample_indices is None and type(X) is np.ndarray and type(Y) is np.ndarray
+        if (type(X) is np.ndarray and type(Y) is np.ndarray
                 and X.dtype == self._dtype and Y.dtype == self._dtype and X.ndim == 3
                 and X.shape[0] == K and X.shape[2] == n_in
                 and Y.shape == (K, X.shape[1], n_out)
@@ -488,8 +501,6 @@ class MLPEnsemble:
                 Y = Y[:, :, None]
             if Y.shape != (K, n, n_out):
                 raise ValueError(f"Y must be of shape ({K}, {n}, {n_out}), got {Y.shape}")
-            if sample_indices is not None:
-                raise ValueError("sample_indices index a shared X (n, n_in), not per-model data")
         else:
             if X.ndim == 1:
                 X = X[None, :]
@@ -501,18 +512,25 @@ class MLPEnsemble:
                 Y = Y.reshape(n, n_out)
             if Y.shape != (n, n_out):
                 raise ValueError(f"Y must be of shape ({n}, {n_out}), got {Y.shape}")
-            if sample_indices is None:
-                X = np.broadcast_to(X, (K, n, n_in))
-                Y = np.broadcast_to(Y, (K, n, n_out))
-            else:
-                idx = np.asarray(sample_indices)
-                if idx.ndim != 2 or idx.shape[0] != K or not np.issubdtype(idx.dtype, np.integer):
-                    raise ValueError(f"sample_indices must be a ({K}, m) array of row indices")
-                if idx.size and (idx.min() < 0 or idx.max() >= n):
-                    raise ValueError(f"sample_indices must hold rows in [0, {n})")
-                X, Y = X[idx], Y[idx]
+            X, Y = X[None], Y[None]
         return (np.ascontiguousarray(X, dtype=self._dtype),
                 np.ascontiguousarray(Y, dtype=self._dtype))
+
+    def _sample_rows(self, sample_indices, X):
+        """sample_indices as the epochs read them: (K, m) intp rows of the shared X, checked."""
+        if sample_indices is None:
+            return None
+        K, n = self.n_models, X.shape[1]
+        if X.shape[0] != 1:
+            raise ValueError("sample_indices index a shared X (n, n_in), not per-model data")
+        idx = np.asarray(sample_indices)
+        if idx.ndim != 2 or idx.shape[0] != K or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"sample_indices must be a ({K}, m) array of row indices")
+        if idx.shape[1] == 0:
+            raise ValueError("sample_indices must give each model at least one row")
+        if idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"sample_indices must hold rows in [0, {n})")
+        return np.ascontiguousarray(idx, dtype=np.intp)
 
     def _work(self, batch_size, K):
         size = _ensemble.work_size(self._sizes, self._codes, batch_size)
@@ -524,12 +542,11 @@ class MLPEnsemble:
 
     def _run(self, X, Y, order, batch_size, rates, code, params=None):
         params = self._params if params is None else params
-        K, n = X.shape[0], X.shape[1]
-        n_batches = -(-n // batch_size)
-        losses = np.empty((K, n_batches))
+        K = params.shape[0]
+        n = X.shape[1] if order is None else order.shape[1]
+        losses = np.empty((K, -(-n // batch_size)))
         ran, totals = self._counts(K)
-        grads = self._grads[:K]
-        self._plan.train(code, params, grads, self._work(batch_size, K), X, Y, order,
+        self._plan.train(code, params, self._grads[:K], self._work(batch_size, K), X, Y, order,
                          batch_size, rates, losses, ran, totals, self._n_threads)
         return losses, ran, totals
 
@@ -540,7 +557,7 @@ class MLPEnsemble:
         return self._count_buffers
 
     def _evaluate(self, X, Y, batch_size, code, params):
-        K, n = X.shape[0], X.shape[1]
+        K, n = params.shape[0], X.shape[1]
         batch_size = min(batch_size, n)
         losses = np.empty((K, -(-n // batch_size)))
         ran = np.zeros(K, dtype=np.intp)
@@ -555,6 +572,20 @@ class MLPEnsemble:
         storage = np.empty((K, max(1, n * sum(self._sizes))), dtype=self._dtype)
         self._plan.predict(params, storage, X, out, self._n_threads)
         return out
+
+    def _predicts_finite(self, X, params, rows, batch_size):
+        """Whether each model predicts finite numbers on its training samples
+        (rows (K, m) of the shared X, or all of its X), taken batch_size
+        samples at a time, as MLP.fit checks its final parameters."""
+        K = params.shape[0]
+        n = X.shape[1] if rows is None else rows.shape[1]
+        finite = np.ones(K, dtype=bool)
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            part = X[:, start:stop] if rows is None else X[0][rows[:, start:stop]]
+            out = self._predict_into(np.ascontiguousarray(part), params)
+            finite &= np.isfinite(out).all(axis=(1, 2))
+        return finite
 
 
 class _Models(Sequence[MLP]):
@@ -581,17 +612,14 @@ class _EpochPass:
     SGD's fused epoch, or each batch's gradients followed by an optimizer's
     step, whose state (one row a model) lives from epoch to epoch here."""
 
-    def __init__(self, ensemble, X, Y, weights, batch_size, rates, code, spec, alpha):
-        K, n = X.shape[0], X.shape[1]
+    def __init__(self, ensemble, X, Y, n, weights, batch_size, rates, code, spec, alpha):
+        K = ensemble.n_models
         self.ensemble, self.X, self.Y = ensemble, X, Y
         self.batch_size, self.rates, self.code = batch_size, rates, code
         self.spec, self.alpha = spec, alpha
-        self.weights, self.weighted = weights if weights is not None else (None, None)
         # MLP.fit's denominator of an epoch's loss: the samples, or their summed weight
-        self.total_weight = np.full(K, float(n))
-        if self.weights is not None:
-            for k in np.flatnonzero(self.weighted):
-                self.total_weight[k] = float(self.weights[k].sum())
+        self.weights, self.weighted, self.total_weight = (
+            weights if weights is not None else (None, None, np.full(K, float(n))))
         plain_sgd = spec[0] == "sgd" and spec[1] == 0 and spec[4] == 0
         self.fused = plain_sgd and self.weights is None and alpha == 0
         if not self.fused:
@@ -606,10 +634,10 @@ class _EpochPass:
     def run(self, idx, order):
         """One epoch of the models idx, in place; returns (batches run, loss totals)."""
         ens = self.ensemble
-        whole = idx.size == self.X.shape[0]
+        whole = idx.size == ens.n_models
         sub = slice(None) if whole else idx
         params = ens._params if whole else ens._params[idx]
-        X, Y = self.X[sub], self.Y[sub]
+        X, Y = _models_of(self.X, idx), _models_of(self.Y, idx)
         order = None if order is None else order[sub]
         if self.fused:
             _, ran, totals = ens._run(X, Y, order, self.batch_size, self.rates[sub], self.code,
@@ -622,7 +650,7 @@ class _EpochPass:
             n_batches = self.shares.shape[1]
             ens._plan.train_with_optimizer(
                 self.code, params, ens._grads[:K], ens._work(self.batch_size, K), X, Y,
-                None if self.weights is None else self.weights[sub],
+                None if self.weights is None else _models_of(self.weights, idx),
                 None if self.weights is None else self.weighted[sub],
                 self.batch_weights[:K], order, self.batch_size, self.alpha, self.spec,
                 self.rates[sub], first, second, steps, np.empty((K, n_batches)),
@@ -671,32 +699,47 @@ def _optimizer_spec(optimizer, lr, momentum, nesterov, weight_decay):
 _NOTHING = np.zeros(0)
 
 
-def _per_model_weights(sample_weight, K, n, shared_rows, sample_indices):
-    """(weights (K, n) float64, weighted (K,) intc) as the compiled epoch reads
-    them, or None: no model has weights. A model whose weights are all equal
-    is marked unweighted, as MLP.fit takes such weights (the unweighted bits)."""
+def _weighted_samples(X, Y, rows, sample_weight, K):
+    """(X, Y, rows, weights) for the epochs. weights is None (no model has
+    weights) or (weights, weighted, totals): each row's weight, (1, rows) or
+    (K, rows); whether model k takes them (a model whose weights are all
+    equal does not, as MLP.fit takes such weights); each model's summed
+    weight. Per-sample weights of bootstrap samples, (K, m), weigh samples,
+    not rows (a row drawn twice may weigh differently each time): the
+    samples' rows are then copied out, as the models' own data."""
     if sample_weight is None:
-        return None
+        return X, Y, rows, None
     w = np.asarray(sample_weight, dtype=np.float64)
-    if w.ndim == 1:
-        if shared_rows is None:
-            raise ValueError(f"with per-model X, sample_weight must be of shape ({K}, {n})")
-        if w.shape[0] != shared_rows:
-            raise ValueError(f"sample_weight must hold one weight per row of X ({shared_rows}),"
-                             f" got shape {w.shape}")
-        w = w[np.asarray(sample_indices)] if sample_indices is not None \
-            else np.broadcast_to(w, (K, n))
-    if w.shape != (K, n):
-        raise ValueError(f"sample_weight must be of shape (n,) for a shared X or ({K}, {n}), "
-                         f"got {np.shape(sample_weight)}")
-    weights = np.empty((K, n))
+    n_rows = X.shape[1]
+    if w.ndim == 2 and rows is not None:
+        X, Y, rows = X[0][rows], Y[0][rows], None
+    elif w.ndim == 1:
+        if w.shape[0] != n_rows:
+            raise ValueError(f"sample_weight must hold one weight per row of X ({n_rows}), "
+                             f"got shape {w.shape}")
+        w = w[None]
+    if w.ndim != 2 or w.shape[0] not in (1, K) or w.shape[1] != X.shape[1] \
+            or (w.shape[0] == 1 and X.shape[0] > 1):
+        raise ValueError(f"sample_weight must be of shape (n,) for a shared X, or "
+                         f"({K}, n) for each model's samples, got {np.shape(sample_weight)}")
+    n = X.shape[1] if rows is None else rows.shape[1]
     weighted = np.zeros(K, dtype=np.intc)
+    totals = np.full(K, float(n))
     for k in range(K):
-        checked = _check_sample_weight(w[k], n)
+        w_k = w[0 if w.shape[0] == 1 else k]
+        samples = w_k if rows is None else w_k[rows[k]]
+        checked = _check_sample_weight(samples, n)
         if checked is not None:
-            weights[k] = checked
             weighted[k] = 1
-    return (weights, weighted) if weighted.any() else None
+            totals[k] = float(checked.sum())
+    if not weighted.any():
+        return X, Y, rows, None
+    return X, Y, rows, (np.ascontiguousarray(w), weighted, totals)
+
+
+def _models_of(a, idx):
+    """The rows of a (K, ...) array for the models idx; an array the models share (1, ...) whole."""
+    return a if a.shape[0] == 1 or idx.size == a.shape[0] else a[idx]
 
 
 def _check_callbacks(callbacks):
