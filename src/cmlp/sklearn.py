@@ -180,6 +180,8 @@ _PARAMETERS_DOC = """
 """
 
 _FIT_DOC = """
+        Parameters
+        ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The inputs; ``scipy.sparse`` CSR is read in place, CSC and the
             other formats are converted to CSR once (never densified).
@@ -188,8 +190,26 @@ _FIT_DOC = """
         sample_weight : array-like of shape (n_samples,), optional
             Finite weights >= 0: each batch follows the gradient of its
             weighted mean loss, ``sum(w_i L_i) / sum(w_i)``. Weights all
-            equal give the numbers of no weights.
-"""
+            equal give the numbers of no weights.%s
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+
+def _documented(doc):
+    """Give a method the docstring ``doc``, built from parts (a literal joined by + is no
+    docstring: Python leaves ``__doc__`` None)."""
+    def document(method):
+        method.__doc__ = doc
+        return method
+    return document
+
+
+_CLASSES_DOC = """
+        classes : array-like of shape (n_classes,), optional
+            Every label the classifier will see; needed on the first call."""
 
 _ATTRIBUTES_DOC = """
     net_ : cmlp.MLP
@@ -573,17 +593,17 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
             max_fun=max_fun, weight_decay=weight_decay, dtype=dtype)
         self.loss = loss
 
+    @_documented("""Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``).
+""" + _FIT_DOC % "")
     def fit(self, X, y, sample_weight=None):
-        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``); returns self.
-""" + _FIT_DOC + """        """
         return self._train(X, y, sample_weight, incremental=False)
 
     @available_if(_MLPEstimator._is_stochastic)
-    def partial_fit(self, X, y, sample_weight=None):
-        """Train for exactly one epoch, continuing from the current state; returns self.
+    @_documented("""Train for exactly one epoch, continuing from the current state.
 
         Only for the stochastic solvers, "sgd" and "adam".
-""" + _FIT_DOC + """        """
+""" + _FIT_DOC % "")
+    def partial_fit(self, X, y, sample_weight=None):
         return self._train(X, y, sample_weight, incremental=True)
 
     def predict(self, X):
@@ -660,17 +680,17 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         are k times cmlp's, so that the steps, the stops and the numbers are scikit-learn's."""
         return float(self.n_outputs_) if self.out_activation_ == "sigmoid" else 1.0
 
+    @_documented("""Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``).
+""" + _FIT_DOC % "")
     def fit(self, X, y, sample_weight=None):
-        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``); returns self.
-""" + _FIT_DOC + """        """
         return self._train(X, y, sample_weight, incremental=False)
 
     @available_if(_MLPEstimator._is_stochastic)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """Train for exactly one epoch; ``classes`` (all labels) is needed on the first call.
+    @_documented("""Train for exactly one epoch; ``classes`` (all labels) is needed on the first call.
 
         Only for the stochastic solvers, "sgd" and "adam".
-""" + _FIT_DOC + """        """
+""" + _FIT_DOC % _CLASSES_DOC)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         _check_partial_fit_first_call(self, classes)
         return self._train(X, y, sample_weight, incremental=True, classes=self.classes_)
 
@@ -845,15 +865,6 @@ _ENSEMBLE_ATTRIBUTES_DOC = """
     feature_names_in_ : numpy.ndarray of str
         Their names, when ``X`` had string column names (a pandas DataFrame).
 """
-
-def _documented(doc):
-    """Give a method the docstring ``doc``, built from parts (a literal joined by + is no
-    docstring: Python leaves ``__doc__`` None)."""
-    def document(method):
-        method.__doc__ = doc
-        return method
-    return document
-
 
 _ENSEMBLE_FIT_DOC = """Train the ``n_estimators`` networks, each on its own sample of the rows.
 
