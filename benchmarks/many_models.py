@@ -15,10 +15,14 @@ Engines, each when installed, all on the same starting parameters and data:
 Cases: K = 64 networks [16, 32, 1], batch 32, float64, 100 steps; K = 1000 copies of
 the notebook's 2-1-1 network, one sample each, 100 steps. Each case runs on 1 and on
 2 cores (a child process per thread count, its CPU affinity limited to that many
-cores and every thread pool sized to match). Before any timing, every engine's
-parameters after one step are checked against a float64 NumPy reference (and the
-ensemble's against the loop's, bit for bit). Throughput is model-steps per second,
-the median of the repeats; ratios are taken within one run.
+cores and every thread pool sized to match). The ensemble's scaling is also
+measured paired, in the process of the most threads: one thread, then all,
+back to back, many times, and the median of the ratios taken (timings taken
+minutes apart in separate processes carry the machine's drift into their ratio).
+Before any timing, every engine's parameters after one step are checked against a
+float64 NumPy reference (and the ensemble's against the loop's, bit for bit).
+Throughput is model-steps per second, the median of the repeats; ratios are taken
+within one run.
 
     python benchmarks/many_models.py            # both cases, 1 and 2 threads
     python benchmarks/many_models.py --quick    # the checks and a short timing (CI smoke)
@@ -132,6 +136,7 @@ def engine_ensemble(ens, X, Y, n_threads):
 
     def step():
         e.train_step(X, Y, LR)
+    step.ensemble = e   # for the paired scaling measurement
     return step, lambda: e.params.copy()
 
 
@@ -261,6 +266,7 @@ def engine_ensemble_steps(ens, X, Y, n_threads):
 
     def step():
         e._run(Xs, Ys, None, n, rates, 0)
+    step.ensemble = e
     return step, lambda: e.params.copy()
 
 
@@ -354,7 +360,29 @@ def worker(n_threads, engine, quick):
                 step()
             times.append(time.perf_counter() - started)
         results[name] = case["K"] * steps * per_call / sorted(times)[len(times) // 2]
+        ensemble = getattr(step, "ensemble", None)
+        if ensemble is not None and n_threads > 1:
+            results[f"{name}, paired scaling"] = _paired_scaling(step, ensemble, n_threads,
+                                                                 steps, 3 if quick else 41)
     return results
+
+
+def _paired_scaling(step, ensemble, n_threads, steps, pairs):
+    """The ensemble's throughput on n_threads over one thread's, in one process:
+    the median over pairs of back-to-back timings, one thread then n_threads,
+    so that both see the same machine (its load, its clock) within a pair."""
+    ratios = []
+    for _ in range(pairs):
+        seconds = []
+        for threads in (1, n_threads):
+            ensemble.n_threads = threads
+            started = time.perf_counter()
+            for _ in range(steps):
+                step()
+            seconds.append(time.perf_counter() - started)
+        ratios.append(seconds[0] / seconds[1])
+    ensemble.n_threads = n_threads
+    return sorted(ratios)[len(ratios) // 2]
 
 
 def main():
@@ -382,7 +410,11 @@ def main():
                 sys.stderr.write(done.stderr)
                 raise SystemExit(done.returncode)
             for name, rate in json.loads(done.stdout.strip().splitlines()[-1]).items():
-                runs[n][name][engine] = rate
+                if name.endswith(", paired scaling"):
+                    runs[n][name.removesuffix(", paired scaling")][f"{engine}, paired scaling"] \
+                        = rate
+                else:
+                    runs[n][name][engine] = rate
     table = _table(runs)
     print(table)
     if args.json:
@@ -419,6 +451,8 @@ def _table(runs):
                      + " |")
         lines.append("|---|" + "---|" * len(threads))
         engines = [e for e in ENGINES if any(e in runs[n][name] for n in threads)]
+        paired = [(e, n, runs[n][name][f"{e}, paired scaling"]) for n in threads for e in engines
+                  if f"{e}, paired scaling" in runs[n][name]]
         for engine in engines:
             cells = []
             for n in threads:
@@ -430,8 +464,13 @@ def _table(runs):
         if len(threads) > 1 and "cmlp ensemble" in runs[threads[0]][name]:
             base = runs[threads[0]][name]["cmlp ensemble"]
             lines.append("")
-            lines.append("ensemble scaling: " + ", ".join(
+            lines.append("ensemble scaling, separate processes: " + ", ".join(
                 f"{n} threads {runs[n][name]['cmlp ensemble'] / base:.2f}x" for n in threads[1:]))
+        if paired:
+            lines.append("")
+            lines.append("scaling paired in one process (median over back-to-back timings of "
+                         "one thread and of n): " + ", ".join(
+                             f"{e} {n} threads {ratio:.2f}x" for e, n, ratio in paired))
     return "\n".join(lines)
 
 
