@@ -18,7 +18,9 @@ the notebook's 2-1-1 network, one sample each, 100 steps. Each case runs on 1 an
 cores and every thread pool sized to match). The ensemble's scaling is also
 measured paired, in the process of the most threads: one thread, then all,
 back to back, many times, and the median of the ratios taken (timings taken
-minutes apart in separate processes carry the machine's drift into their ratio).
+minutes apart in separate processes carry the machine's drift into their ratio),
+and beside it what the cores give to as many one-thread processes run at once,
+the most that threads could give on the machine.
 Before any timing, every engine's parameters after one step are checked against a
 float64 NumPy reference (and the ensemble's against the loop's, bit for bit).
 Throughput is model-steps per second, the median of the repeats; ratios are taken
@@ -45,10 +47,11 @@ CASES = {
 LR = 0.1
 
 
-def _limit_threads(n):
-    """Before any engine is imported: n cores, and every pool sized n."""
+def _limit_threads(n, first_core=0):
+    """Before any engine is imported: n cores (from the first_core-th one on),
+    and every pool sized n."""
     if hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))[:n]
+        cores = sorted(os.sched_getaffinity(0))[first_core:first_core + n]
         os.sched_setaffinity(0, cores)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
@@ -321,10 +324,10 @@ def _installed(module):
     return module is None or importlib.util.find_spec(module) is not None
 
 
-def worker(n_threads, engine, quick):
+def worker(n_threads, engine, quick, first_core=0):
     """One engine on every case, in a process of its own (no other engine's
     idle threads beside it): model-steps per second for each case."""
-    _limit_threads(n_threads)
+    _limit_threads(n_threads, first_core)
     import numpy as np
     make, _ = ENGINES[engine]
     results = {}
@@ -394,27 +397,28 @@ def main():
                                      "date and machine")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.engine, args.quick)))
+        print(json.dumps(worker(args.worker, args.engine, args.quick, args.core)))
         return
     runs = {n: {name: {} for name in CASES} for n in args.threads}
     for n in args.threads:
         for engine, (_, module) in ENGINES.items():
             if not _installed(module):
                 continue
-            cmd = [sys.executable, __file__, "--worker", str(n), "--engine", engine]
-            done = subprocess.run(cmd + (["--quick"] if args.quick else []),
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.stderr.write(done.stderr)
-                raise SystemExit(done.returncode)
-            for name, rate in json.loads(done.stdout.strip().splitlines()[-1]).items():
+            for name, rate in _workers(n, engine, args.quick, [0])[0].items():
                 if name.endswith(", paired scaling"):
                     runs[n][name.removesuffix(", paired scaling")][f"{engine}, paired scaling"] \
                         = rate
                 else:
                     runs[n][name][engine] = rate
+        if n > 1:
+            # What n cores give to n independent one-thread processes of the
+            # ensemble, run at once: the most n threads could give on this machine.
+            for name, rates in zip(CASES, zip(*[r.values() for r in _workers(
+                    1, "cmlp ensemble", args.quick, list(range(n)))])):
+                runs[n][name][CEILING] = sum(rates)
     table = _table(runs)
     print(table)
     if args.json:
@@ -423,6 +427,27 @@ def main():
     if args.md:
         with open(args.md, "w") as f:
             f.write(_header(args) + "\n" + table + "\n")
+
+
+CEILING = "cmlp ensemble, one thread in each of n processes at once"
+
+
+def _workers(n_threads, engine, quick, cores):
+    """The results of one worker process per core in cores, run at the same time."""
+    cmd = [sys.executable, __file__, "--worker", str(n_threads), "--engine", engine]
+    running = [subprocess.Popen(cmd + ["--core", str(core)] + (["--quick"] if quick else []),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for core in cores]
+    results = []
+    for process in running:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            sys.stderr.write(err)
+            raise SystemExit(process.returncode)
+        results.append({name: rate for name, rate in json.loads(out.strip().splitlines()[-1])
+                        .items() if not name.endswith(", paired scaling")}
+                       if len(cores) > 1 else json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 def _header(args):
@@ -450,7 +475,7 @@ def _table(runs):
         lines.append("| engine | " + " | ".join(f"{n} thread{'s' * (n > 1)}" for n in threads)
                      + " |")
         lines.append("|---|" + "---|" * len(threads))
-        engines = [e for e in ENGINES if any(e in runs[n][name] for n in threads)]
+        engines = [e for e in [*ENGINES, CEILING] if any(e in runs[n][name] for n in threads)]
         paired = [(e, n, runs[n][name][f"{e}, paired scaling"]) for n in threads for e in engines
                   if f"{e}, paired scaling" in runs[n][name]]
         for engine in engines:
@@ -466,6 +491,13 @@ def _table(runs):
             lines.append("")
             lines.append("ensemble scaling, separate processes: " + ", ".join(
                 f"{n} threads {runs[n][name]['cmlp ensemble'] / base:.2f}x" for n in threads[1:]))
+            ceilings = [(n, runs[n][name][CEILING] / base) for n in threads[1:]
+                        if CEILING in runs[n][name]]
+            if ceilings:
+                lines.append("")
+                lines.append("what the machine gives: " + ", ".join(
+                    f"{n} one-thread processes at once {ratio:.2f}x one alone"
+                    for n, ratio in ceilings))
         if paired:
             lines.append("")
             lines.append("scaling paired in one process (median over back-to-back timings of "

@@ -48,7 +48,11 @@ def markdown(reports, command):
         + ", ".join(f"{v} {reports[v]['machine']['load_average'][0]:.2f}" for v in variants) + ".",
         "",
         "Each cell: cmlp's median SGD step, then NumPy's time over cmlp's in the same run "
-        "(×N), and for the cases with one, cmlp's time over the GEMM floor (f).",
+        "(×N), and for the cases with one, cmlp's time over the GEMM floor (f: the step's "
+        "products through numpy.matmul) and over the same products through SciPy's BLAS, "
+        "which cmlp calls (s). BLAS kernels: "
+        + (f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
+           if os.environ.get("OPENBLAS_CORETYPE") else "the processor's own") + ".",
         "",
         "| case | dtype | threads | " + " | ".join(variants) + " |",
         "|---|---|---|" + "---|" * len(variants),
@@ -63,6 +67,8 @@ def markdown(reports, command):
                 cell += f" (×{r['ratio_to_cmlp']['numpy']:.3g})"
             if r.get("gemm_floor_s"):
                 cell += f" ({r['median_s']['cmlp'] / r['gemm_floor_s']:.2f} f)"
+            if r.get("scipy_floor_s"):
+                cell += f" ({r['median_s']['cmlp'] / r['scipy_floor_s']:.2f} s)"
             cells.append(cell)
         name = row["case"] + (" predict" if row["operation"] == "predict" else "")
         lines.append(f"| {name} | {row['dtype']} | {row['threads']} | " + " | ".join(cells) + " |")

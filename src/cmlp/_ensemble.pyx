@@ -9,7 +9,9 @@ rate):
 * per model: the single-model kernels MLP's engine runs (``_batches.epoch``,
   which takes ``_maths.train_step`` on each batch; ``_maths.forward``) on row k of the stacked
   parameter, gradient and work buffers, the models spread over threads by an
-  OpenMP ``prange`` (serial where the build has no OpenMP);
+  OpenMP ``prange`` (serial where the build has no OpenMP), handed out one at
+  a time as threads come free: on a shared machine one core may run slower
+  than the other for a while, and a call lasts as long as its slowest thread;
 * tiny networks, one sample a step: ``_ensemble_tiny.h``'s kernel, which
   runs blocks of models in the lanes of the vector registers (struct of
   arrays) with the same operations in the same order, the blocks spread over
@@ -459,7 +461,7 @@ cdef void _train_models(const Net* net, int loss, Py_ssize_t P, floating[:, ::1]
     cdef bint shared = X.shape[0] == 1   # every model reads X[0] and Y[0]
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
-        for k in prange(K, num_threads=n_threads, schedule="static"):
+        for k in prange(K, num_threads=n_threads, schedule="dynamic"):
             ran[k] = epoch(net, params[k, :P], grads[k, :P], storage[k], X[0 if shared else k],
                            Y[0 if shared else k], order[k], batch_size, loss, train_pass,
                            <floating>lr[k], losses[k], <bint*>&bad[k])
@@ -482,7 +484,7 @@ cdef void _train_models_stepped(const Net* net, int loss, Py_ssize_t P,
     cdef bint shared = X.shape[0] == 1, shared_weights = weights.shape[0] == 1
     cdef int[::1] bad = np.zeros(K, dtype=np.intc)
     with nogil:
-        for k in prange(K, num_threads=n_threads, schedule="static"):
+        for k in prange(K, num_threads=n_threads, schedule="dynamic"):
             ran[k] = stepped_epoch(net, params[k, :P], grads[k, :P], storage[k],
                                    X[0 if shared else k], Y[0 if shared else k],
                                    weights[0 if shared_weights else k,
@@ -540,7 +542,7 @@ cdef void _predict_models(const Net* net, Py_ssize_t P,
     cdef Py_ssize_t n_in = net.layers[0].n_in, n_out = net.layers[net.L - 1].n_out
     cdef Py_ssize_t ws = net.width
     with nogil:
-        for k in prange(K, num_threads=n_threads, schedule="static"):
+        for k in prange(K, num_threads=n_threads, schedule="dynamic"):
             memcpy(&storage[k, 0], &X[0 if shared else k, 0, 0], n * n_in * sizeof(floating))
             forward(net, n, params[k, :P], storage[k, :n * ws], storage[k, :n * ws], False)
             memcpy(&out[k, 0, 0], &storage[k, n * (ws - n_out)],
