@@ -84,7 +84,9 @@ def main(argv=None):
         for variant in _kernels.vector_variants():
             print(f"=== {variant}", flush=True)
             reports[variant] = run_variant(variant, options, Path(tmp) / variant)
-    command = " ".join(["python benchmarks/variants.py", *options])
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    command = " ".join([*([f"OPENBLAS_CORETYPE={coretype}"] if coretype else []),
+                        "python benchmarks/variants.py", *options])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "variants.json").write_text(json.dumps(reports, indent=1) + "\n")
