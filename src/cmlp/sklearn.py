@@ -782,9 +782,9 @@ _ENSEMBLE_PARAMETERS_DOC = """
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers; "sigmoid" is another name of
         "logistic".
-    solver : {"sgd", "adam"}, default "sgd"
+    solver : {"adam", "sgd"}, default "adam"
         Every network's update rule, as :class:`MLPRegressor`'s (PyTorch's
-        SGD and Adam, Adam at scikit-learn's betas and epsilon).
+        Adam, at scikit-learn's betas and epsilon, and SGD).
     alpha : float, default 0.0001
         scikit-learn's L2 penalty: ``alpha / 2 * sum(W**2) / m`` over the
         weight matrices is added to each batch's loss, ``m`` its samples.
@@ -896,7 +896,7 @@ class _MLPEnsembleEstimator(BaseEstimator):
     """What the bagging regressor and classifier share: parameters, samples, training."""
 
     def __init__(self, n_estimators=10, hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="sgd", alpha=0.0001, batch_size="auto", learning_rate_init=0.001,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate_init=0.001,
                  max_iter=200, shuffle=True, random_state=None, momentum=0.9,
                  nesterovs_momentum=True, bootstrap=True, max_samples=1.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, n_threads=None, dtype="float64"):
