@@ -29,8 +29,8 @@ from cmlp._kernels import ACTIVATIONS, LOSSES, shuffled_order
 from cmlp._optim import SGD, Adam
 from cmlp._validation import check_learning_rate, is_sparse, parameter_count
 from cmlp.network import MLP
-from cmlp.training import (DEFAULT_LR, LBFGS, _check_alpha, _check_sample_weight, _Progress,
-                           _warn_if_targets_unreachable)
+from cmlp.training import (DEFAULT_LR, LBFGS, _check_alpha, _check_callbacks,
+                           _check_sample_weight, _Progress, _warn_if_targets_unreachable)
 
 __all__ = ["MLPEnsemble", "EnsembleHistory"]
 
@@ -359,15 +359,13 @@ class MLPEnsemble:
             if progress is not None:
                 progress.update(epoch, _mean_of_epoch(history, epoch, idx),
                                 idx.size * n / max(time.perf_counter() - started, 1e-9))
-            so_far = dataclasses.replace(history, loss=history.loss[:epoch + 1],
-                                         val_loss=history.val_loss[:epoch + 1])
-            if callbacks and any([callback(epoch, so_far) is True for callback in callbacks]):
-                for k in np.flatnonzero(active):
-                    history.stop_reason[k] = "callback"
-                active[:] = False
-                history.loss = history.loss[:epoch + 1]
-                history.val_loss = history.val_loss[:epoch + 1]
-                break
+            if callbacks:
+                so_far = _epochs_so_far(history, epoch)
+                if any([callback(epoch, so_far) is True for callback in callbacks]):
+                    for k in np.flatnonzero(active):
+                        history.stop_reason[k] = "callback"
+                    history.loss, history.val_loss = so_far.loss, so_far.val_loss
+                    break
         if progress is not None:
             progress.close()
         if best is not None:
@@ -737,20 +735,15 @@ def _weighted_samples(X, Y, rows, sample_weight, K):
     return X, Y, rows, (np.ascontiguousarray(w), weighted, totals)
 
 
+def _epochs_so_far(history, epoch):
+    """What a callback sees after an epoch: the history of the epochs run so far."""
+    return dataclasses.replace(history, loss=history.loss[:epoch + 1],
+                               val_loss=history.val_loss[:epoch + 1])
+
+
 def _models_of(a, idx):
     """The rows of a (K, ...) array for the models idx; an array the models share (1, ...) whole."""
     return a if a.shape[0] == 1 or idx.size == a.shape[0] else a[idx]
-
-
-def _check_callbacks(callbacks):
-    try:
-        callbacks = list(callbacks)
-    except TypeError:
-        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
-    for callback in callbacks:
-        if not callable(callback):
-            raise TypeError(f"callbacks must be callables, got {callback!r}")
-    return callbacks
 
 
 def _mean_of_epoch(history, epoch, idx):

@@ -260,13 +260,7 @@ def fit(net: MLP, X: Samples, Y: ArrayLike, *, epochs: int = 1, batch_size: int 
         early_stopping = check_count("early_stopping", early_stopping, 1)
         if validation_data is None:
             raise ValueError("early_stopping needs validation_data to watch")
-    try:
-        callbacks = list(callbacks)
-    except TypeError:
-        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
-    for callback in callbacks:
-        if not callable(callback):
-            raise TypeError(f"callbacks must be callables, got {callback!r}")
+    callbacks = _check_callbacks(callbacks)
     weights = _check_sample_weight(sample_weight, X.shape[0])
     alpha = _check_alpha(alpha)
     if isinstance(optimizer, LBFGS) or (isinstance(optimizer, str) and optimizer == "lbfgs"):
@@ -614,6 +608,18 @@ def _check_sample_weight(sample_weight, n):
         raise ValueError("sample_weight must not be all 0")
     # Equal weights give the unweighted mean: take its path, and its bits.
     return None if (w == w[0]).all() else w
+
+
+def _check_callbacks(callbacks):
+    """callbacks as a list of callables, or TypeError."""
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables, got {callback!r}")
+    return callbacks
 
 
 def _check_alpha(alpha):
